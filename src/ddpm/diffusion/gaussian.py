@@ -1,0 +1,239 @@
+"""The Gaussian diffusion of DDPM: forward process, posterior, and the reverse-process parameters.
+
+Notation follows Ho et al. (2020). Timesteps are 0-based indices ``t`` in ``[0, T)``; index ``t`` is
+the paper's step ``t + 1``. Every coefficient is computed once in float64 and cast to the dtype of
+the tensor it multiplies, as the official implementation does.
+
+This module knows nothing of Lightning or of any network: a model is any callable
+``model(x_t, t) -> output`` where ``t`` is an integer tensor of shape ``[B]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from ddpm.diffusion.schedules import make_betas
+from ddpm.errors import ConfigError
+
+MeanType = Literal["eps", "x0", "mu"]
+VarType = Literal["fixed_large", "fixed_small", "learned_range"]
+MEAN_TYPES: tuple[str, ...] = ("eps", "x0", "mu")
+VAR_TYPES: tuple[str, ...] = ("fixed_large", "fixed_small", "learned_range")
+
+
+@dataclass
+class ReverseParams:
+    """Parameters of p_theta(x_{t-1} | x_t) and the model's implied predictions."""
+
+    mean: Tensor
+    variance: Tensor
+    log_variance: Tensor
+    pred_x0: Tensor
+    pred_eps: Tensor
+
+
+def broadcast_at(values: Tensor, t: Tensor, like: Tensor) -> Tensor:
+    """``values[t]`` cast to ``like.dtype`` and shaped ``[B, 1, ..., 1]`` to broadcast against ``like``."""
+    out = values.to(like.device)[t].to(like.dtype)
+    return out.view(t.shape[0], *([1] * (like.dim() - 1)))
+
+
+class GaussianDiffusion(nn.Module):
+    """Forward process q, its posterior, and the parameterisations of the reverse process p_theta.
+
+    Args:
+        schedule: beta schedule name (``linear`` as in the paper, ``cosine``, ``quadratic``).
+        num_timesteps: T (1000 in the paper).
+        beta_start, beta_end: endpoints of the linear/quadratic schedules (1e-4, 0.02 in the paper).
+        mean_type: what the network predicts: ``eps`` (the paper's choice, eq. 11), ``x0`` or the
+            posterior mean ``mu`` (the paper's Table 2 baseline).
+        var_type: reverse variance: ``fixed_large`` (sigma_t^2 = beta_t, used for CIFAR-10),
+            ``fixed_small`` (sigma_t^2 = posterior variance, used for LSUN), or ``learned_range``
+            (improved DDPM's log-space interpolation; the network outputs 2x channels).
+        betas: explicit betas (float64); overrides ``schedule`` (used by timestep respacing).
+    """
+
+    def __init__(
+        self,
+        schedule: str = "linear",
+        num_timesteps: int = 1000,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        mean_type: MeanType = "eps",
+        var_type: VarType = "fixed_large",
+        betas: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        if mean_type not in MEAN_TYPES:
+            raise ConfigError(f"unknown mean_type {mean_type!r}: choose one of {', '.join(MEAN_TYPES)}")
+        if var_type not in VAR_TYPES:
+            raise ConfigError(f"unknown var_type {var_type!r}: choose one of {', '.join(VAR_TYPES)}")
+        self.mean_type = mean_type
+        self.var_type = var_type
+        self.schedule = schedule if betas is None else "custom"
+        if betas is None:
+            betas = make_betas(schedule, num_timesteps, beta_start, beta_end)
+        betas = torch.as_tensor(betas, dtype=torch.float64)
+        self.num_timesteps = int(betas.shape[0])
+
+        alphas = 1.0 - betas
+        alphas_cumprod = torch.cumprod(alphas, dim=0)
+        alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+        # Posterior q(x_{t-1} | x_t, x_0), eqs. (6)-(7).
+        posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+        # log of the posterior variance, clipped because it is 0 at t = 0 (official code).
+        var_clipped = torch.cat([posterior_variance[1:2], posterior_variance[1:]])
+
+        buffers = {
+            "betas": betas,
+            "alphas_cumprod": alphas_cumprod,
+            "alphas_cumprod_prev": alphas_cumprod_prev,
+            "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
+            "sqrt_one_minus_alphas_cumprod": (1.0 - alphas_cumprod).sqrt(),
+            "sqrt_recip_alphas_cumprod": (1.0 / alphas_cumprod).sqrt(),
+            "sqrt_recipm1_alphas_cumprod": (1.0 / alphas_cumprod - 1.0).sqrt(),
+            "posterior_variance": posterior_variance,
+            "posterior_log_variance_clipped": var_clipped.log(),
+            "posterior_mean_coef1": betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod),
+            "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * alphas.sqrt() / (1.0 - alphas_cumprod),
+            # fixed_large: sigma_t^2 = beta_t, except at t = 0 where the posterior variance is used
+            # (it only enters the likelihood; no noise is added at the last step).
+            "fixed_large_variance": torch.cat([posterior_variance[1:2], betas[1:]]),
+        }
+        for name, value in buffers.items():
+            # Non-persistent: the schedule is configuration, not learned state.
+            self.register_buffer(name, value, persistent=False)
+
+    def extra_repr(self) -> str:
+        return (
+            f"T={self.num_timesteps}, schedule={self.schedule}, "
+            f"mean_type={self.mean_type}, var_type={self.var_type}"
+        )
+
+    # ------------------------------------------------------------------ forward process
+    def q_mean_variance(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Mean, variance and log-variance of q(x_t | x_0) (eq. 4)."""
+        mean = broadcast_at(self.sqrt_alphas_cumprod, t, x0) * x0
+        variance = broadcast_at(1.0 - self.alphas_cumprod, t, x0)
+        log_variance = broadcast_at((1.0 - self.alphas_cumprod).log(), t, x0)
+        return mean, variance, log_variance
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """Draw x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) with the given noise (eq. 4)."""
+        return (
+            broadcast_at(self.sqrt_alphas_cumprod, t, x0) * x0
+            + broadcast_at(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+        )
+
+    def q_posterior(self, x0: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0) (eqs. 6-7)."""
+        mean = (
+            broadcast_at(self.posterior_mean_coef1, t, x_t) * x0
+            + broadcast_at(self.posterior_mean_coef2, t, x_t) * x_t
+        )
+        variance = broadcast_at(self.posterior_variance, t, x_t)
+        log_variance = broadcast_at(self.posterior_log_variance_clipped, t, x_t)
+        return mean, variance, log_variance
+
+    # ------------------------------------------------------------------ conversions
+    def x0_from_eps(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), inverting eq. 4."""
+        return (
+            broadcast_at(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
+            - broadcast_at(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
+        )
+
+    def eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        """eps = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t), inverting eq. 4."""
+        return (broadcast_at(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x0) / broadcast_at(
+            self.sqrt_recipm1_alphas_cumprod, t, x_t
+        )
+
+    def x0_from_mean(self, x_t: Tensor, t: Tensor, mean: Tensor) -> Tensor:
+        """Invert the posterior mean (eq. 7) for x_0 given x_t."""
+        coef1 = broadcast_at(self.posterior_mean_coef1, t, x_t)
+        coef2 = broadcast_at(self.posterior_mean_coef2, t, x_t)
+        return (mean - coef2 * x_t) / coef1
+
+    def mean_from_eps(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """mu_theta = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) (eq. 11)."""
+        betas = broadcast_at(self.betas, t, x_t)
+        alphas = broadcast_at(1.0 - self.betas, t, x_t)
+        return (x_t - betas / broadcast_at(self.sqrt_one_minus_alphas_cumprod, t, x_t) * eps) / alphas.sqrt()
+
+    # ------------------------------------------------------------------ reverse process
+    @property
+    def output_channels_factor(self) -> int:
+        """How many times the data channels the network must output (2 for learned variance)."""
+        return 2 if self.var_type == "learned_range" else 1
+
+    def split_output(self, output: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Split a network output into (mean part, variance part or None)."""
+        if self.var_type != "learned_range":
+            return output, None
+        mean_part, var_part = output.chunk(2, dim=1)
+        return mean_part, var_part
+
+    def reverse_variance(
+        self, t: Tensor, like: Tensor, var_part: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Variance and log-variance of p_theta(x_{t-1} | x_t).
+
+        ``learned_range`` interpolates in log space between beta_t and the posterior variance
+        (improved DDPM eq. 15) with v = (var_part + 1) / 2.
+        """
+        if self.var_type == "fixed_large":
+            variance = broadcast_at(self.fixed_large_variance, t, like)
+            return variance, variance.log()
+        if self.var_type == "fixed_small":
+            return (
+                broadcast_at(self.posterior_variance, t, like),
+                broadcast_at(self.posterior_log_variance_clipped, t, like),
+            )
+        if var_part is None:
+            raise ConfigError("var_type=learned_range needs a network with 2x output channels")
+        min_log = broadcast_at(self.posterior_log_variance_clipped, t, like)
+        max_log = broadcast_at(self.betas.log(), t, like)
+        frac = (var_part + 1) / 2
+        log_variance = frac * max_log + (1 - frac) * min_log
+        return log_variance.exp(), log_variance
+
+    def p_mean_variance(
+        self, model_output: Tensor, x_t: Tensor, t: Tensor, clip_denoised: bool = True
+    ) -> ReverseParams:
+        """Turn the network output at (x_t, t) into p_theta(x_{t-1} | x_t).
+
+        The predicted x_0 is optionally clipped to [-1, 1] and the mean is then the posterior mean
+        given that x_0 (as in the official sampler). Without clipping this equals eq. 11.
+        """
+        mean_part, var_part = self.split_output(model_output)
+        variance, log_variance = self.reverse_variance(t, x_t, var_part)
+        if self.mean_type == "eps":
+            pred_x0 = self.x0_from_eps(x_t, t, mean_part)
+        elif self.mean_type == "x0":
+            pred_x0 = mean_part
+        else:
+            pred_x0 = self.x0_from_mean(x_t, t, mean_part)
+        if clip_denoised:
+            pred_x0 = pred_x0.clamp(-1.0, 1.0)
+        if self.mean_type == "mu" and not clip_denoised:
+            mean = mean_part
+        else:
+            mean, _, _ = self.q_posterior(pred_x0, x_t, t)
+        pred_eps = mean_part if self.mean_type == "eps" and not clip_denoised else None
+        if pred_eps is None:
+            pred_eps = self.eps_from_x0(x_t, t, pred_x0)
+        return ReverseParams(mean, variance, log_variance, pred_x0, pred_eps)
+
+    def training_target(self, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """The regression target of the network's mean part for this ``mean_type``."""
+        if self.mean_type == "eps":
+            return noise
+        if self.mean_type == "x0":
+            return x0
+        mean, _, _ = self.q_posterior(x0, x_t, t)
+        return mean

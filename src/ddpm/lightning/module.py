@@ -1,0 +1,134 @@
+"""The LightningModule: L_simple training of a network under a GaussianDiffusion, with an EMA copy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ddpm.diffusion.gaussian import GaussianDiffusion
+from ddpm.diffusion.losses import SimpleLoss
+from ddpm.utils.rng import derive_seed, make_generator
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """The official LR schedule: lr * min(step / warmup_steps, 1) (linear warm-up, then constant)."""
+    return 1.0 if warmup_steps <= 0 else min(step / warmup_steps, 1.0)
+
+
+class DDPMLitModule(L.LightningModule):
+    """Trains ``net`` to predict the diffusion's target (eps in the paper) and keeps an EMA copy.
+
+    Args:
+        net: the denoiser, called as ``net(x_t, t)``.
+        diffusion: the forward process and parameterisation.
+        optimizer: a factory ``optimizer(params) -> Optimizer`` (Hydra ``_partial_``); Adam(lr=2e-4) by default.
+        loss: a loss module called as ``loss(net, diffusion, x0, generator)`` returning per-example losses.
+        warmup_steps: linear LR warm-up length (5000 in the paper).
+        ema_decay: EMA decay (0.9999 in the paper). The first update copies the weights.
+        seed: base seed; the noise, timesteps and dropout of step s on rank r are a function of
+            (seed, s, batch index, r), so a resumed run repeats an uninterrupted one exactly.
+
+    The EMA is torch's :class:`~torch.optim.swa_utils.AveragedModel` with the fused multi-tensor EMA
+    update. Lightning's ``WeightAveraging`` callback would also do, but it averages a deep copy of the
+    whole LightningModule, swaps the averaged weights into the live model for validation and stores them
+    as the checkpoint's ``state_dict``; an explicit ``ema`` submodule keeps the raw and the averaged
+    U-Net side by side (``net.*`` and ``ema.module.*`` in every checkpoint) so sampling code never has to
+    know which weights are live.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        diffusion: GaussianDiffusion,
+        optimizer: OptimizerFactory | None = None,
+        loss: nn.Module | None = None,
+        warmup_steps: int = 5000,
+        ema_decay: float = 0.9999,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False, ignore=["net", "diffusion", "loss", "optimizer"])
+        self.net = net
+        self.diffusion = diffusion
+        self.loss_fn = loss if loss is not None else SimpleLoss()
+        self.optimizer_factory = optimizer
+        self.ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+        self.ema.requires_grad_(False)
+        # The composed run configuration (set by the train entry point); stored in checkpoints so that
+        # evaluation can rebuild the model from the checkpoint alone.
+        self.run_config: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ models
+    @property
+    def ema_net(self) -> nn.Module:
+        """The EMA weights as a plain module; use it for all sampling and evaluation."""
+        return self.ema.module
+
+    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+        return self.net(x_t, t)
+
+    # ------------------------------------------------------------------ training
+    def _step_generator(self, stage: str, batch_idx: int) -> torch.Generator:
+        step = self.global_step if stage == "train" else 0
+        seed = derive_seed(self.hparams.seed, stage, step, batch_idx, self.global_rank)
+        return make_generator(seed, self.device)
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        generator = self._step_generator("train", batch_idx)
+        # Dropout draws from the global RNG: reseed it from the same counters.
+        torch.manual_seed(derive_seed(self.hparams.seed, "dropout", self.global_step, batch_idx, self.global_rank))
+        loss = self.loss_fn(self.net, self.diffusion, batch, generator).mean()
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.ema.update_parameters(self.net)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip by global norm (1.0 in the paper) and log the pre-clipping norm, computed once."""
+        if gradient_clip_algorithm not in (None, "norm"):
+            raise ValueError(f"only norm clipping is supported, got {gradient_clip_algorithm!r}")
+        params = [p for p in self.net.parameters() if p.grad is not None]
+        if gradient_clip_val:
+            norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        """L_simple of the raw and EMA weights on held-out data, with fixed t and noise per batch."""
+        for name, net in (("val/loss", self.net), ("val/loss_ema", self.ema_net)):
+            generator = self._step_generator("val", batch_idx)
+            loss = self.loss_fn(net, self.diffusion, batch, generator).mean()
+            self.log(name, loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=batch.shape[0])
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        factory = self.optimizer_factory or (lambda params: torch.optim.Adam(params, lr=2e-4))
+        optimizer = factory(params=self.net.parameters())
+        warmup = int(self.hparams.warmup_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_factor(step, warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.run_config is not None:
+            checkpoint["ddpm_config"] = self.run_config
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.run_config = checkpoint.get("ddpm_config", self.run_config)
+

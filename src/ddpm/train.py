@@ -1,0 +1,138 @@
+"""``ddpm-train``: train a diffusion model from a composed Hydra config.
+
+    ddpm-train experiment=quickstart              # CPU, embedded digits, a few minutes
+    ddpm-train experiment=ddpm_cifar10            # the paper's CIFAR-10 recipe (GPU)
+    ddpm-train experiment=ddpm_cifar10 trainer=ddp trainer.devices=8
+    ddpm-train ... ckpt_path=/path/to/last.ckpt   # resume (into a new run directory)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ddpm.errors import CheckpointError, ConfigError, DDPMError, RunDirectoryExistsError
+from ddpm.utils.config import config_dir, instantiate_dict
+
+log = logging.getLogger("ddpm.train")
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """Fail early, in one line, on a missing or unreadable checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: check ckpt_path")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({type(exc).__name__}); it is truncated or corrupt: "
+            "resume from another one (e.g. an earlier step_*.ckpt)"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint of this project (no state_dict)")
+
+
+def check_run_directory(output_dir: Path) -> None:
+    """Refuse to write into a run directory that already holds checkpoints of another run."""
+    ckpt_dir = output_dir / "checkpoints"
+    if ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+        raise RunDirectoryExistsError(
+            f"run directory {output_dir} already holds checkpoints; refusing to overwrite them: "
+            "pick a new hydra.run.dir (resume with ckpt_path=... into a fresh directory)"
+        )
+
+
+def check_shapes(net: torch.nn.Module, image_shape: tuple[int, int, int], out_factor: int) -> None:
+    """The data's (C, H, W) must fit the network's channels and resolution."""
+    channels, height, width = image_shape
+    resolution = getattr(net, "resolution", None)
+    in_channels = getattr(net, "in_channels", None)
+    out_channels = getattr(net, "out_channels", None)
+    if resolution is not None and (height, width) != (resolution, resolution):
+        raise ConfigError(
+            f"the data's images are {height}x{width} but the model expects {resolution}x{resolution}: "
+            f"set model.resolution={height} or data.image_size={resolution}"
+        )
+    if in_channels is not None and channels != in_channels:
+        raise ConfigError(
+            f"the data has {channels} channels but model.in_channels={in_channels}: "
+            f"set model.in_channels={channels}"
+        )
+    if out_channels is not None and out_channels != channels * out_factor:
+        raise ConfigError(
+            f"model.out_channels={out_channels} but this diffusion needs {channels * out_factor} "
+            f"({channels} data channels x {out_factor}): set model.out_channels={channels * out_factor}"
+        )
+
+
+def apply_global_batch_size(datamodule: Any, global_batch_size: int | None, world_size: int) -> None:
+    """Split a global batch (128 in the paper) evenly over the ranks."""
+    if not global_batch_size:
+        return
+    if global_batch_size % world_size:
+        raise ConfigError(
+            f"global_batch_size={global_batch_size} is not divisible by the {world_size} ranks: "
+            "choose a multiple of the number of devices"
+        )
+    datamodule.batch_size = global_batch_size // world_size
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Instantiate everything from ``cfg`` and fit; returns the final callback metrics."""
+    if torch.cuda.is_available() and cfg.get("float32_matmul_precision"):
+        torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    L.seed_everything(cfg.seed, workers=True)
+
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("ckpt_path"):
+        check_checkpoint(cfg.ckpt_path)
+    check_run_directory(output_dir)
+
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    module = hydra.utils.instantiate(cfg.module)
+    check_shapes(module.net, tuple(datamodule.image_shape), module.diffusion.output_channels_factor)
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+
+    callbacks = instantiate_dict(cfg.get("callbacks"))
+    loggers = instantiate_dict(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    apply_global_batch_size(datamodule, cfg.get("global_batch_size"), trainer.world_size)
+    for lg in loggers:
+        lg.log_hyperparams(module.run_config)
+
+    log.info("Run directory: %s", output_dir)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    finally:
+        # One W&B run per job, also between the jobs of a --multirun sweep.
+        for lg in loggers:
+            if type(lg).__name__ == "WandbLogger":
+                import wandb
+
+                wandb.finish()
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if trainer.global_rank == 0:
+        log.info("Finished: %s", {k: round(v, 5) for k, v in metrics.items()})
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    except DDPMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    return metrics.get(cfg.get("optimized_metric") or "", None)
+
+
+if __name__ == "__main__":
+    main()
