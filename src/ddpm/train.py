@@ -1,9 +1,9 @@
 """``ddpm-train``: train a diffusion model from a composed Hydra config.
 
-    ddpm-train experiment=quickstart              # CPU, embedded digits, a few minutes
-    ddpm-train experiment=ddpm_cifar10            # the paper's CIFAR-10 recipe (GPU)
-    ddpm-train experiment=ddpm_cifar10 trainer=ddp trainer.devices=8
-    ddpm-train ... ckpt_path=/path/to/last.ckpt   # resume (into a new run directory)
+ddpm-train experiment=quickstart              # CPU, embedded digits, a few minutes
+ddpm-train experiment=ddpm_cifar10            # the paper's CIFAR-10 recipe (GPU)
+ddpm-train experiment=ddpm_cifar10 trainer=ddp trainer.devices=8
+ddpm-train ... ckpt_path=/path/to/last.ckpt   # resume (into a new run directory)
 """
 
 from __future__ import annotations

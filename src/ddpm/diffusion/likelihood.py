@@ -20,7 +20,9 @@ LOG2 = math.log(2.0)
 
 def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
     """Elementwise KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2)))."""
-    return 0.5 * (-1.0 + logvar2 - logvar1 + (logvar1 - logvar2).exp() + (mean1 - mean2) ** 2 * (-logvar2).exp())
+    return 0.5 * (
+        -1.0 + logvar2 - logvar1 + (logvar1 - logvar2).exp() + (mean1 - mean2) ** 2 * (-logvar2).exp()
+    )
 
 
 def approx_standard_normal_cdf(x: Tensor) -> Tensor:
@@ -71,7 +73,8 @@ def vlb_term_bpd(
     true_mean, _, true_log_variance = diffusion.q_posterior(x0, x_t, t)
     params = diffusion.p_mean_variance(model_output, x_t, t, clip_denoised=clip_denoised)
     kl = mean_over_pixels(normal_kl(true_mean, true_log_variance, params.mean, params.log_variance)) / LOG2
-    decoder_nll = -mean_over_pixels(
-        discretized_gaussian_log_likelihood(x0, params.mean, 0.5 * params.log_variance)
-    ) / LOG2
+    decoder_nll = (
+        -mean_over_pixels(discretized_gaussian_log_likelihood(x0, params.mean, 0.5 * params.log_variance))
+        / LOG2
+    )
     return torch.where(t == 0, decoder_nll, kl)

@@ -28,7 +28,8 @@ class DDPMLitModule(L.LightningModule):
     Args:
         net: the denoiser, called as ``net(x_t, t)``.
         diffusion: the forward process and parameterisation.
-        optimizer: a factory ``optimizer(params) -> Optimizer`` (Hydra ``_partial_``); Adam(lr=2e-4) by default.
+        optimizer: a factory ``optimizer(params) -> Optimizer`` (Hydra ``_partial_``);
+            Adam(lr=2e-4) by default.
         loss: a loss module called as ``loss(net, diffusion, x0, generator)`` returning per-example losses.
         warmup_steps: linear LR warm-up length (5000 in the paper).
         ema_decay: EMA decay (0.9999 in the paper). The first update copies the weights.
@@ -83,7 +84,9 @@ class DDPMLitModule(L.LightningModule):
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         generator = self._step_generator("train", batch_idx)
         # Dropout draws from the global RNG: reseed it from the same counters.
-        torch.manual_seed(derive_seed(self.hparams.seed, "dropout", self.global_step, batch_idx, self.global_rank))
+        torch.manual_seed(
+            derive_seed(self.hparams.seed, "dropout", self.global_step, batch_idx, self.global_rank)
+        )
         loss = self.loss_fn(self.net, self.diffusion, batch, generator).mean()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
@@ -131,4 +134,3 @@ class DDPMLitModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.run_config = checkpoint.get("ddpm_config", self.run_config)
-

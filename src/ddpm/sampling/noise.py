@@ -47,6 +47,4 @@ class BatchNoise(NoiseSource):
         self.generator = generator
 
     def randn(self, shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> Tensor:
-        return torch.randn(
-            (self.batch_size, *shape), generator=self.generator, device=device, dtype=dtype
-        )
+        return torch.randn((self.batch_size, *shape), generator=self.generator, device=device, dtype=dtype)

@@ -6,9 +6,9 @@ import math
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import Tensor
 from torchvision.utils import make_grid
-from PIL import Image
 
 
 def to_uint8(x: Tensor) -> Tensor:
