@@ -1,0 +1,28 @@
+"""LightningDataModules: batches are float32 [B, C, H, W] in [-1, 1], without labels.
+
+* :class:`DigitsDataModule`: scikit-learn's 8x8 digits, embedded, no download (the default).
+* :class:`CIFAR10DataModule`: CIFAR-10 32x32 (downloads on demand).
+* :class:`LSUNDataModule`: LSUN categories from the official LMDBs, center crop + resize.
+* :class:`ImageFolderDataModule`: a directory of your own images.
+
+All share :class:`DiffusionDataModule`: a deterministic, resumable, rank-sharded data order and a
+random horizontal flip applied to whole batches on the device (see :mod:`ddpm.data.base`).
+"""
+
+from ddpm.data.base import DiffusionDataModule
+from ddpm.data.cifar10 import CIFAR10DataModule
+from ddpm.data.digits import DigitsDataModule
+from ddpm.data.image_folder import ImageFolderDataModule
+from ddpm.data.loaders import ResumableDataLoader, ResumableDistributedSampler
+from ddpm.data.lsun import LMDBImageDataset, LSUNDataModule
+
+__all__ = [
+    "CIFAR10DataModule",
+    "DiffusionDataModule",
+    "DigitsDataModule",
+    "ImageFolderDataModule",
+    "LMDBImageDataset",
+    "LSUNDataModule",
+    "ResumableDataLoader",
+    "ResumableDistributedSampler",
+]

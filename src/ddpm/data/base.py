@@ -1,0 +1,175 @@
+"""The DataModule base class: deterministic sharded loaders and the on-device random flip.
+
+Batches are float32 tensors [B, C, H, W] in [-1, 1], without labels.
+
+Data order. ``train_dataloader()`` builds its own
+``DistributedSampler(num_replicas=world_size, rank=global_rank, shuffle=True, seed=seed,
+drop_last=True)`` (a :class:`~ddpm.data.loaders.ResumableDistributedSampler`), with world size and
+rank from the attached trainer (1 and 0 without one), so the order of epoch ``e`` on rank ``r`` is a
+function of ``(seed, e, r, world_size)``, and a checkpoint taken mid-epoch resumes at the next batch
+(see :mod:`ddpm.data.loaders`). The validation loader is sequential, and sharded with
+``DistributedSampler(shuffle=False)`` when ``world_size > 1`` (which pads the last shard by repeating
+a few items so that all ranks get the same number of batches).
+
+What Lightning 2.6 does with these samplers (``trainer/connectors/data_connector.py``):
+
+* ``use_distributed_sampler=False`` (our trainer configs): the loaders are used as they are.
+* ``use_distributed_sampler=True`` (the Trainer's default): Lightning replaces a loader's sampler only
+  if the run is distributed *and* the sampler is not already a ``DistributedSampler``
+  (``_requires_distributed_sampler``). Our training sampler is one, so it is kept with our seed,
+  shuffle and ``drop_last``; the validation sampler is one whenever the run is distributed, and on a
+  single device nothing is replaced at all. So the DataModule behaves the same under a default
+  Trainer. (Had we returned a ``RandomSampler``, Lightning would swap in
+  ``DistributedSampler(shuffle=True, seed=PL_GLOBAL_SEED or 0, drop_last=False)`` under DDP and our
+  seed and ``drop_last`` would be lost.) Only ``trainer.predict`` re-wraps any sampler.
+* Either way the fit loop calls ``set_epoch(current_epoch)`` on the sampler of every training loader
+  (and ``batch_sampler.sampler``) at the start of each epoch, and the validation loop does the same on
+  validation loaders (a no-op for ``shuffle=False``).
+
+Random horizontal flip. Not a per-sample transform: :meth:`on_after_batch_transfer` flips each image
+of a training batch with probability 1/2, on the device, drawing from
+``step_generator(seed, global_step, global_rank, "flip")``. Flips are therefore a pure function of
+(seed, step, rank), and a resumed run repeats an uninterrupted one; no dataloader worker RNG is
+involved. Lightning calls the DataModule's hook only if the LightningModule does not override
+``on_after_batch_transfer`` itself (the module's would win). With gradient accumulation all
+micro-batches of one optimizer step share the step's flip mask.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
+
+from ddpm.data.loaders import ResumableDataLoader, ResumableDistributedSampler
+from ddpm.data.transforms import random_flip_batch
+from ddpm.errors import ConfigError
+from ddpm.utils.rng import step_generator
+
+
+class DiffusionDataModule(L.LightningDataModule):
+    """Base class of this project's DataModules.
+
+    Args:
+        batch_size: per-rank training batch size (``ddpm-train`` sets it from ``global_batch_size``).
+        num_workers: DataLoader worker processes.
+        pin_memory: pin host memory (for GPU training).
+        persistent_workers: keep the workers alive between epochs (needs ``num_workers > 0``).
+        random_flip: random horizontal flips of training batches (on the device, see the module doc).
+        seed: seed of the data order and of the flips.
+        val_batch_size: validation batch size; ``batch_size`` when None.
+
+    Subclasses set ``self.train_set`` / ``self.val_set`` in ``setup`` (datasets whose items are float32
+    [C, H, W] tensors in [-1, 1]) and implement :attr:`image_shape`.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        random_flip: bool = True,
+        seed: int = 0,
+        val_batch_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
+        if val_batch_size is not None and val_batch_size < 1:
+            raise ConfigError(f"data.val_batch_size must be >= 1, got {val_batch_size}")
+        if num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers)
+        self.random_flip = bool(random_flip)
+        self.seed = int(seed)
+        self._val_batch_size = val_batch_size
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    # ----------------------------------------------------------------- shape
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images, known from the config before ``setup``."""
+        raise NotImplementedError
+
+    @property
+    def val_batch_size(self) -> int:
+        return int(self._val_batch_size or self.batch_size)
+
+    @val_batch_size.setter
+    def val_batch_size(self, value: int | None) -> None:
+        self._val_batch_size = value
+
+    # ----------------------------------------------------------------- loaders
+    def _world(self) -> tuple[int, int]:
+        """(world_size, global_rank) of the attached trainer, (1, 0) without one."""
+        trainer = self.trainer
+        if trainer is None:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"num_workers": self.num_workers, "pin_memory": self.pin_memory}
+        if self.num_workers > 0:
+            kwargs["persistent_workers"] = self.persistent_workers
+        return kwargs
+
+    def _dataset(self, split: str) -> Dataset:
+        dataset = self.train_set if split == "train" else self.val_set
+        if dataset is None:
+            self.setup("fit")
+            dataset = self.train_set if split == "train" else self.val_set
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() did not create the {split} set")
+        return dataset
+
+    def build_train_dataloader(self, world_size: int = 1, rank: int = 0) -> ResumableDataLoader:
+        """The training loader of replica ``rank`` out of ``world_size`` (shuffled, drop_last)."""
+        dataset = self._dataset("train")
+        sampler = ResumableDistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=self.seed, drop_last=True
+        )
+        if len(sampler) < self.batch_size:
+            raise ConfigError(
+                f"the training set has {len(dataset)} images, {len(sampler)} per rank on {world_size} "
+                f"rank(s): fewer than one batch of {self.batch_size}; lower data.batch_size or add data"
+            )
+        return ResumableDataLoader(
+            dataset, self.batch_size, sampler=sampler, drop_last=True, **self._loader_kwargs()
+        )
+
+    def build_val_dataloader(self, world_size: int = 1, rank: int = 0) -> DataLoader:
+        """The validation loader of replica ``rank``: in order, sharded when ``world_size > 1``."""
+        dataset = self._dataset("val")
+        if world_size > 1:
+            sampler: Any = DistributedSampler(
+                dataset, num_replicas=world_size, rank=rank, shuffle=False, drop_last=False
+            )
+        else:
+            sampler = SequentialSampler(dataset)
+        return DataLoader(
+            dataset, batch_size=self.val_batch_size, sampler=sampler, drop_last=False, **self._loader_kwargs()
+        )
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        return self.build_train_dataloader(*self._world())
+
+    def val_dataloader(self) -> DataLoader:
+        return self.build_val_dataloader(*self._world())
+
+    # ----------------------------------------------------------------- flip
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Random horizontal flip of training batches, a function of (seed, global_step, global_rank)."""
+        trainer = self.trainer
+        if not self.random_flip or trainer is None or not trainer.training or not isinstance(batch, Tensor):
+            return batch
+        generator = step_generator(
+            self.seed, int(trainer.global_step), int(trainer.global_rank), "flip", device=batch.device
+        )
+        return random_flip_batch(batch, generator)

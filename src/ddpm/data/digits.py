@@ -1,0 +1,98 @@
+"""scikit-learn's handwritten digits: the embedded default dataset that needs no download."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ddpm.data.base import DiffusionDataModule
+from ddpm.data.splits import num_val_items, split_indices
+from ddpm.errors import ConfigError
+
+
+def load_digit_images(image_size: int = 16) -> Tensor:
+    """All 1,797 digits of ``sklearn.datasets.load_digits`` as float32 [N, 1, S, S] in [-1, 1].
+
+    The 8x8 images hold ink levels 0..16: ``x = img / 16 * 2 - 1`` maps the background to -1 and full
+    ink to +1, then a bilinear resize to ``image_size`` (antialiased when shrinking) keeps [-1, 1].
+    """
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images.astype(np.float32)  # [N, 8, 8], 0..16, shipped with scikit-learn
+    x = torch.from_numpy(images)[:, None] / 16.0 * 2.0 - 1.0
+    if image_size != x.shape[-1]:
+        x = F.interpolate(
+            x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=image_size < 8
+        )
+    return x.clamp_(-1.0, 1.0).contiguous()
+
+
+class TensorImageDataset(Dataset):
+    """Items of a preprocessed float32 [N, C, H, W] tensor (optionally a subset of its rows)."""
+
+    def __init__(self, images: Tensor, indices: np.ndarray | None = None) -> None:
+        self.images = images if indices is None else images[torch.as_tensor(indices, dtype=torch.long)]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.images[index]
+
+
+class DigitsDataModule(DiffusionDataModule):
+    """1,797 real 8x8 handwritten digits (shipped inside scikit-learn), grayscale, upsampled.
+
+    Args:
+        image_size: output resolution (bilinear from 8x8).
+        val_fraction: share of the digits held out for validation (a fixed random subset chosen by
+            ``split_seed``, see :func:`ddpm.data.splits.split_indices`); 0.1 -> 1,617 train / 180 val.
+        split_seed: seed of the split (independent of ``seed``, which drives order and flips).
+        random_flip: False by default: mirrored digits are not digits.
+        Other arguments: see :class:`~ddpm.data.base.DiffusionDataModule`.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        image_size: int = 16,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        random_flip: bool = False,
+        seed: int = 0,
+        val_batch_size: int | None = None,
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            random_flip=random_flip,
+            seed=seed,
+            val_batch_size=val_batch_size,
+        )
+        if image_size < 1:
+            raise ConfigError(f"data.image_size must be >= 1, got {image_size}")
+        num_val_items(1797, val_fraction)  # validate early
+        self.image_size = int(image_size)
+        self.val_fraction = float(val_fraction)
+        self.split_seed = int(split_seed)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (1, self.image_size, self.image_size)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None and self.val_set is not None:
+            return
+        images = load_digit_images(self.image_size)
+        n = images.shape[0]
+        train_idx, val_idx = split_indices(n, num_val_items(n, self.val_fraction), self.split_seed)
+        self.train_set = TensorImageDataset(images, train_idx)
+        self.val_set = TensorImageDataset(images, val_idx)

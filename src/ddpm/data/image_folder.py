@@ -1,0 +1,126 @@
+"""A directory of the user's own images (searched recursively)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ddpm.data.base import DiffusionDataModule
+from ddpm.data.splits import num_val_items, split_indices
+from ddpm.data.transforms import pil_to_model
+from ddpm.errors import ConfigError, DatasetNotFoundError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def find_images(root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files under ``root`` (recursive, case-insensitive extensions), sorted by relative path.
+
+    Raises :class:`~ddpm.errors.DatasetNotFoundError` if ``root`` is missing or holds no image.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetNotFoundError(
+            f"image folder {root} does not exist: set data.path to a directory of images "
+            f"({'/'.join(e.lstrip('.') for e in extensions)})"
+        )
+    suffixes = {e.lower() for e in extensions}
+    files = sorted(
+        (p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file()),
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
+    if not files:
+        raise DatasetNotFoundError(
+            f"image folder {root} holds no images (looked recursively for "
+            f"{', '.join(sorted(suffixes))}): put your images there or fix data.path"
+        )
+    return files
+
+
+class ImageFileDataset(Dataset):
+    """Image files -> center crop + resize to ``image_size`` -> float32 [C, S, S] in [-1, 1]."""
+
+    def __init__(self, files: Sequence[str | Path], image_size: int, channels: int = 3) -> None:
+        self.files = [str(f) for f in files]
+        self.image_size = int(image_size)
+        self.channels = int(channels)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> Tensor:
+        with Image.open(self.files[index]) as image:
+            return pil_to_model(image, self.image_size, self.channels)
+
+
+class ImageFolderDataModule(DiffusionDataModule):
+    """Your own images: any png/jpg/jpeg/webp/bmp under ``path`` (recursive).
+
+    Each image is center cropped to a square and resized to ``image_size`` (bicubic, antialiased),
+    converted to RGB, or to one channel with ``grayscale=True``.
+
+    Args:
+        path: the image directory.
+        image_size: output resolution.
+        grayscale: one channel instead of three.
+        val_fraction: share held out for validation (at least one image), a fixed random subset of the
+            sorted file list chosen by ``split_seed`` (see :func:`ddpm.data.splits.split_indices`).
+        split_seed: seed of the split (independent of ``seed``, which drives order and flips).
+        Other arguments: see :class:`~ddpm.data.base.DiffusionDataModule`.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        batch_size: int = 64,
+        image_size: int = 64,
+        grayscale: bool = False,
+        val_fraction: float = 0.05,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        random_flip: bool = True,
+        seed: int = 0,
+        val_batch_size: int | None = None,
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            random_flip=random_flip,
+            seed=seed,
+            val_batch_size=val_batch_size,
+        )
+        if image_size < 1:
+            raise ConfigError(f"data.image_size must be >= 1, got {image_size}")
+        if not 0.0 < val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
+        self.path = Path(path)
+        self.image_size = int(image_size)
+        self.grayscale = bool(grayscale)
+        self.val_fraction = float(val_fraction)
+        self.split_seed = int(split_seed)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (1 if self.grayscale else 3, self.image_size, self.image_size)
+
+    def prepare_data(self) -> None:
+        find_images(self.path)  # fail early, in one line
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None and self.val_set is not None:
+            return
+        files = find_images(self.path)
+        train_idx, val_idx = split_indices(
+            len(files), num_val_items(len(files), self.val_fraction), self.split_seed
+        )
+        channels = self.image_shape[0]
+        self.train_set = ImageFileDataset([files[i] for i in train_idx], self.image_size, channels)
+        self.val_set = ImageFileDataset([files[i] for i in val_idx], self.image_size, channels)
