@@ -85,8 +85,11 @@ def apply_global_batch_size(datamodule: Any, global_batch_size: int | None, worl
     datamodule.batch_size = global_batch_size // world_size
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Instantiate everything from ``cfg`` and fit; returns the final callback metrics."""
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Instantiate everything from ``cfg`` and fit.
+
+    Returns the final callback metrics and the objects built (trainer, module, datamodule).
+    """
     if torch.cuda.is_available() and cfg.get("float32_matmul_precision"):
         torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     L.seed_everything(cfg.seed, workers=True)
@@ -121,15 +124,28 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.global_rank == 0:
         log.info("Finished: %s", {k: round(v, 5) for k, v in metrics.items()})
-    return metrics
+    return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule}
+
+
+def user_error(exc: BaseException) -> DDPMError | None:
+    """The DDPMError behind ``exc`` (Hydra wraps errors raised while instantiating), if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DDPMError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
-        metrics = train(cfg)
-    except DDPMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        metrics, _ = train(cfg)
+    except Exception as exc:
+        error = user_error(exc)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     return metrics.get(cfg.get("optimized_metric") or "", None)
 

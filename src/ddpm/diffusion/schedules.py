@@ -19,17 +19,17 @@ SCHEDULES = ("linear", "quadratic", "cosine")
 
 def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """The paper's linear schedule."""
-    return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
+    return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64, device="cpu")
 
 
 def quadratic_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """Betas whose square roots are linear between sqrt(beta_start) and sqrt(beta_end)."""
-    return torch.linspace(beta_start**0.5, beta_end**0.5, num_timesteps, dtype=torch.float64) ** 2
+    return torch.linspace(beta_start**0.5, beta_end**0.5, num_timesteps, dtype=torch.float64, device="cpu") ** 2
 
 
 def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
     """Improved DDPM's cosine schedule: beta_t = 1 - alpha_bar(t) / alpha_bar(t - 1), clipped."""
-    steps = torch.arange(num_timesteps + 1, dtype=torch.float64)
+    steps = torch.arange(num_timesteps + 1, dtype=torch.float64, device="cpu")
     alpha_bar = torch.cos((steps / num_timesteps + s) / (1 + s) * math.pi / 2) ** 2
     betas = 1 - alpha_bar[1:] / alpha_bar[:-1]
     return betas.clamp(max=max_beta)

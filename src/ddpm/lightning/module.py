@@ -76,17 +76,22 @@ class DDPMLitModule(L.LightningModule):
         return self.net(x_t, t)
 
     # ------------------------------------------------------------------ training
-    def _step_generator(self, stage: str, batch_idx: int) -> torch.Generator:
-        step = self.global_step if stage == "train" else 0
-        seed = derive_seed(self.hparams.seed, stage, step, batch_idx, self.global_rank)
-        return make_generator(seed, self.device)
+    def _micro_batch(self, batch_idx: int) -> int:
+        """Index of this batch within its gradient-accumulation window (0 without accumulation)."""
+        accumulate = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
+        return batch_idx % accumulate
+
+    def _generator(self, *counters: int | str) -> torch.Generator:
+        """A generator on this module's device seeded from (seed, *counters, rank)."""
+        return make_generator(derive_seed(self.hparams.seed, *counters, self.global_rank), self.device)
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        generator = self._step_generator("train", batch_idx)
+        # Randomness keyed by (optimizer step, micro-batch, rank), not by the epoch's batch index,
+        # which Lightning does not always restore exactly.
+        step, micro = self.global_step, self._micro_batch(batch_idx)
+        generator = self._generator("train", step, micro)
         # Dropout draws from the global RNG: reseed it from the same counters.
-        torch.manual_seed(
-            derive_seed(self.hparams.seed, "dropout", self.global_step, batch_idx, self.global_rank)
-        )
+        torch.manual_seed(derive_seed(self.hparams.seed, "dropout", step, micro, self.global_rank))
         loss = self.loss_fn(self.net, self.diffusion, batch, generator).mean()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
@@ -115,7 +120,7 @@ class DDPMLitModule(L.LightningModule):
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         """L_simple of the raw and EMA weights on held-out data, with fixed t and noise per batch."""
         for name, net in (("val/loss", self.net), ("val/loss_ema", self.ema_net)):
-            generator = self._step_generator("val", batch_idx)
+            generator = self._generator("val", batch_idx)
             loss = self.loss_fn(net, self.diffusion, batch, generator).mean()
             self.log(name, loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=batch.shape[0])
 

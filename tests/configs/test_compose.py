@@ -1,0 +1,57 @@
+"""Every experiment composes and instantiates; the paper configs build the paper's models."""
+
+import hydra
+import pytest
+import torch
+
+from ddpm.utils.config import config_dir
+from tests.helpers import compose_train
+
+EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+PAPER_PARAMS = {
+    "ddpm_cifar10": 35_746_307,
+    "ddpm_lsun_church": 113_673_219,
+    "ddpm_lsun_bedroom": 113_673_219,
+    "ddpm_lsun_cat": 113_673_219,
+}
+
+
+def test_default_config_needs_no_download(tmp_path):
+    cfg = compose_train([], tmp_path)
+    assert cfg.data._target_.endswith("DigitsDataModule")
+    assert cfg.trainer.accelerator == "cpu"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_builds(experiment, tmp_path):
+    cfg = compose_train([f"experiment={experiment}"], tmp_path)
+    # build the module on the meta device: instant, and nothing is trained
+    with torch.device("meta"):
+        module = hydra.utils.instantiate(cfg.module)
+    n_params = sum(p.numel() for p in module.net.parameters())
+    if experiment in PAPER_PARAMS:
+        assert n_params == PAPER_PARAMS[experiment]
+    hydra.utils.instantiate(cfg.data)  # constructing a DataModule must not download anything
+    for node in ("callbacks", "logger"):
+        for sub in (cfg.get(node) or {}).values():
+            assert "_target_" in sub
+
+
+def test_cifar10_experiment_is_the_paper_recipe(tmp_path):
+    cfg = compose_train(["experiment=ddpm_cifar10"], tmp_path)
+    assert cfg.global_batch_size == 128
+    assert cfg.trainer.max_steps == 800_000
+    assert cfg.trainer.gradient_clip_val == 1.0
+    assert cfg.module.optimizer.lr == 2e-4 and cfg.module.optimizer.eps == 1e-8
+    assert cfg.module.warmup_steps == 5000 and cfg.module.ema_decay == 0.9999
+    assert cfg.model.dropout == 0.1 and list(cfg.model.ch_mult) == [1, 2, 2, 2]
+    assert cfg.diffusion.var_type == "fixed_large" and cfg.diffusion.num_timesteps == 1000
+    assert cfg.data.random_flip is True
+
+
+def test_lsun_experiments_use_fixed_small_and_lr_2e5(tmp_path):
+    for name in ("ddpm_lsun_church", "ddpm_lsun_bedroom"):
+        cfg = compose_train([f"experiment={name}"], tmp_path)
+        assert cfg.diffusion.var_type == "fixed_small"
+        assert cfg.module.optimizer.lr == 2e-5
+        assert cfg.global_batch_size == 64

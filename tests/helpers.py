@@ -1,0 +1,69 @@
+"""Shared test utilities: composing the project's Hydra configs outside a Hydra app."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from ddpm.utils.config import config_dir
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+# A tiny training setup: 16x16 digits, a small U-Net, no heavy callbacks.
+TINY = [
+    "data=digits",
+    "data.batch_size=16",
+    "model=unet_tiny",
+    "model.ch=32",
+    "model.ch_mult=[1,2]",
+    "model.attn_resolutions=[8]",
+    "diffusion.num_timesteps=100",
+    "trainer=cpu",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=4",
+    "trainer.limit_val_batches=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "callbacks=none",
+    "logger=none",
+]
+
+
+def compose_train(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
+    """Compose ``train.yaml`` with overrides, with paths pointing into ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = str(output_dir)
+        cfg.hydra.job.num = 0
+        cfg.paths.root_dir = str(output_dir)
+        cfg.paths.output_dir = str(output_dir)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    return cfg
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None):
+    """Run a console entry point (e.g. ["ddpm-train", ...]) as a subprocess; returns CompletedProcess."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    full_env.update(env or {})
+    module = {"ddpm-train": "ddpm.train", "ddpm-eval": "ddpm.eval", "ddpm-sample": "ddpm.sample"}[args[0]]
+    return subprocess.run(
+        [sys.executable, "-m", module, *args[1:]],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

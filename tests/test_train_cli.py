@@ -1,0 +1,156 @@
+"""The ddpm-train entry point end to end: bad input gives one clear line and overwrites nothing;
+W&B offline logging can be read back; multirun makes one directory (and one W&B run) per job."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.data.fakes import write_fake_cifar10
+from tests.helpers import TINY, run_cli
+
+FAST = [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2"]
+
+
+def _error_line(result) -> str:
+    lines = [ln for ln in result.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert lines, result.stderr[-3000:]
+    return lines[-1]
+
+
+def test_missing_dataset_directory_is_one_clear_line(tmp_path):
+    result = run_cli(
+        [
+            "ddpm-train",
+            *FAST,
+            "data=cifar10",
+            "model.in_channels=3",
+            "model.out_channels=3",
+            "model.resolution=32",
+            "model.attn_resolutions=[16]",
+            f"data.data_dir={tmp_path}/nope",
+            "data.download=false",
+            "data.num_workers=0",
+            "data.persistent_workers=false",
+            f"paths.root_dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    line = _error_line(result)
+    assert "nope" in line and "download" in line
+    assert "Traceback" not in result.stderr
+
+
+def test_wrong_image_size_names_both_sizes_and_the_fix(tmp_path):
+    result = run_cli(["ddpm-train", *FAST, "data.image_size=8", f"paths.root_dir={tmp_path}"], cwd=tmp_path)
+    assert result.returncode == 2
+    line = _error_line(result)
+    assert "8x8" in line and "16x16" in line and "model.resolution" in line
+
+
+def test_unknown_config_key_is_rejected_by_name(tmp_path):
+    result = run_cli(["ddpm-train", *FAST, "model.channels=64", f"paths.root_dir={tmp_path}"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "model.channels" in result.stderr
+    assert not (tmp_path / "logs").exists(), "a rejected config must not create a run directory"
+
+
+def test_corrupt_checkpoint_is_one_clear_line(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    result = run_cli(["ddpm-train", *FAST, f"ckpt_path={bad}", f"paths.root_dir={tmp_path}"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "corrupt" in _error_line(result)
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    precious = run_dir / "checkpoints" / "last.ckpt"
+    precious.write_bytes(b"precious")
+    result = run_cli(
+        ["ddpm-train", *FAST, f"hydra.run.dir={run_dir}", f"paths.root_dir={tmp_path}"], cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "refusing to overwrite" in _error_line(result)
+    assert precious.read_bytes() == b"precious"
+
+
+def test_wandb_offline_logs_config_metrics_and_samples(tmp_path):
+    pytest.importorskip("wandb")
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        [
+            "ddpm-train",
+            *FAST,
+            "logger=wandb",
+            "callbacks=default",
+            "callbacks.sample_grid.every_n_steps=2",
+            "callbacks.sample_grid.num_samples=4",
+            "callbacks.model_checkpoint.every_n_train_steps=2",
+            f"hydra.run.dir={run_dir}",
+            f"paths.root_dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        env={"WANDB_MODE": "offline"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1
+    files = offline_runs[0] / "files"
+    summary = json.loads((files / "wandb-summary.json").read_text())
+    assert "train/loss" in summary and summary["trainer/global_step"] >= 1
+    assert torch.isfinite(torch.tensor(summary["train/loss"]))
+    assert "samples" in summary  # the sample grid was logged as an image
+    config_text = (files / "config.yaml").read_text()
+    assert "unet_tiny" in config_text or "ddpm.models.UNet" in config_text
+
+
+def test_multirun_gives_one_directory_and_one_wandb_run_per_job(tmp_path):
+    result = run_cli(
+        [
+            "ddpm-train",
+            "-m",
+            *FAST,
+            "logger=wandb",
+            "seed=1,2",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            f"paths.root_dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        env={"WANDB_MODE": "offline"},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1"]
+    for job in jobs:
+        assert len(list((job / "wandb").glob("offline-run-*"))) == 1
+
+
+def test_cifar10_pipeline_on_fake_data(tmp_path):
+    """A fake CIFAR-10 pickle goes through the real loading code into a training step."""
+    root = write_fake_cifar10(tmp_path / "cifar")
+    result = run_cli(
+        [
+            "ddpm-train",
+            *FAST,
+            "data=cifar10",
+            f"data.data_dir={root}",
+            "data.download=false",
+            "data.num_workers=0",
+            "data.persistent_workers=false",
+            "data.pin_memory=false",
+            "data.batch_size=4",
+            "model.in_channels=3",
+            "model.out_channels=3",
+            "model.resolution=32",
+            "model.attn_resolutions=[16]",
+            f"paths.root_dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert Path(tmp_path / "logs").exists()
