@@ -67,3 +67,33 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = N
         text=True,
         timeout=timeout,
     )
+
+
+def read_wandb_records(path: Path) -> list:
+    """Decode a W&B ``run-*.wandb`` file (LevelDB-style log of ``Record`` protobufs).
+
+    Format: a 7-byte header (":W&B", magic 0xBEE1, version), then 32 KiB blocks of chunks, each with a
+    7-byte header (crc32, little-endian length, type FULL/FIRST/MIDDLE/LAST); chunks never cross blocks.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
+    block, pos, records, pending = 32768, 7, [], b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer: skip to the next block
+            pos += block - pos % block
+            continue
+        length = int.from_bytes(data[pos + 4 : pos + 6], "little")
+        kind = data[pos + 6]
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 0 and length == 0:
+            continue
+        pending += chunk
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.data.fakes import write_fake_cifar10
-from tests.helpers import TINY, run_cli
+from tests.helpers import TINY, read_wandb_records, run_cli
 
 FAST = [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2"]
 
@@ -89,6 +89,7 @@ def test_wandb_offline_logs_config_metrics_and_samples(tmp_path):
             "callbacks=default",
             "callbacks.sample_grid.every_n_steps=2",
             "callbacks.sample_grid.num_samples=4",
+            "trainer.log_every_n_steps=1",
             "callbacks.model_checkpoint.every_n_train_steps=2",
             f"hydra.run.dir={run_dir}",
             f"paths.root_dir={tmp_path}",
@@ -99,13 +100,24 @@ def test_wandb_offline_logs_config_metrics_and_samples(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1
-    files = offline_runs[0] / "files"
-    summary = json.loads((files / "wandb-summary.json").read_text())
-    assert "train/loss" in summary and summary["trainer/global_step"] >= 1
-    assert torch.isfinite(torch.tensor(summary["train/loss"]))
-    assert "samples" in summary  # the sample grid was logged as an image
-    config_text = (files / "config.yaml").read_text()
-    assert "unet_tiny" in config_text or "ddpm.models.UNet" in config_text
+    records = read_wandb_records(next(offline_runs[0].glob("run-*.wandb")))
+    history = [
+        {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+    ]
+    losses = [row["train/loss"] for row in history if "train/loss" in row]
+    assert losses and all(torch.isfinite(torch.tensor(v)) for v in losses)
+    assert any("val/loss_ema" in row for row in history)
+    assert any(row.get("samples/_type") == "images/separated" for row in history)  # the sample grid
+    config = {
+        item.key: json.loads(item.value_json)
+        for r in records
+        if r.WhichOneof("record_type") == "config"
+        for item in r.config.update
+    }
+    assert config["model"]["_target_"] == "ddpm.models.UNet"
+    assert config["diffusion"]["num_timesteps"] == 100
 
 
 def test_multirun_gives_one_directory_and_one_wandb_run_per_job(tmp_path):
