@@ -1,0 +1,67 @@
+"""The few ``torch.distributed`` collectives the evaluation needs, as no-ops without a process group.
+
+Every function here must be called by *every* rank (they are collectives under DDP); none of them
+is ever called on rank 0 only, which is what makes a rank-0-only metric hang.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group with more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(global rank, world size); (0, 1) without a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _collective_device(tensor: Tensor) -> torch.device:
+    """NCCL reduces CUDA tensors only; gloo reduces CPU tensors (and CUDA ones through a copy)."""
+    if dist.get_backend() == "nccl" and tensor.device.type != "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return tensor.device
+
+
+def all_reduce_sum(tensors: Sequence[Tensor]) -> list[Tensor]:
+    """Element-wise sums over the ranks of each tensor (new tensors on the input's device and dtype)."""
+    if not is_distributed():
+        return [t.clone() for t in tensors]
+    out = []
+    for tensor in tensors:
+        work = tensor.detach().to(_collective_device(tensor), copy=True).contiguous()
+        dist.all_reduce(work, op=dist.ReduceOp.SUM)
+        out.append(work.to(tensor.device))
+    return out
+
+
+def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """True on every rank if ``flag`` is true on at least one rank (keeps ranks' branches in step)."""
+    if not is_distributed():
+        return bool(flag)
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    (total,) = all_reduce_sum([value])
+    return bool(total.item() > 0)
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(obj: object, src: int = 0) -> object:
+    """Rank ``src``'s ``obj`` on every rank (e.g. an output directory chosen on rank 0)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]

@@ -1,0 +1,238 @@
+"""The TF-compatible Inception-v3 used by FID and IS, with offline-friendly weight resolution.
+
+FID and IS are only comparable with the paper when they use the TF "2015-12-05" Inception graph.
+We use torch-fidelity's port (``FeatureExtractorInceptionV3``, registered as ``inception-v3-compat``):
+it takes uint8 images in [0, 255], resizes them to 299x299 with the TF1-compatible bilinear resize
+and returns the 2048-d pool_3 features (FID) and the 1008-way ``logits_unbiased`` (IS) in ONE pass.
+torchvision's ImageNet Inception weights are different weights and give wrong numbers.
+
+The weights file is ``pt_inception-2015-12-05-6726825d.pth`` (pytorch-fid's release; torch-fidelity
+hosts the same file as ``weights-inception-2015-12-05-6726825d.pth``; ``6726825d`` is the prefix of its
+SHA-256). Resolution order: an explicit path, the ``DDPM_INCEPTION_WEIGHTS`` environment variable,
+either file name in torch hub's checkpoint directory, then a download (unless disabled). Without
+weights and without internet, :class:`InceptionWeightsError` says which file to fetch and where to put it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import tempfile
+from contextlib import redirect_stdout
+from functools import lru_cache
+from pathlib import Path
+from unittest import mock
+
+import torch
+from torch import Tensor, nn
+
+from ddpm.errors import DDPMError
+from ddpm.utils.images import to_uint8
+
+log = logging.getLogger(__name__)
+
+INCEPTION_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
+TORCH_FIDELITY_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URLS = (
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + INCEPTION_FILENAME,
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + TORCH_FIDELITY_FILENAME,
+)
+OFFICIAL_SHA256_PREFIX = "6726825d"
+ENV_VAR = "DDPM_INCEPTION_WEIGHTS"
+FEATURE_DIM = 2048
+NUM_CLASSES = 1008
+
+
+class InceptionWeightsError(DDPMError, FileNotFoundError):
+    """The Inception weights are missing, undownloadable or not the TF-compatible Inception."""
+
+
+def hub_checkpoint_dir() -> Path:
+    """``$TORCH_HOME/hub/checkpoints`` (``~/.cache/torch/hub/checkpoints`` by default)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def fetch_instructions(reason: str) -> str:
+    """The one-line error of a missing Inception file: what to fetch, where to put it, how to pass it."""
+    target = hub_checkpoint_dir() / INCEPTION_FILENAME
+    return (
+        f"{reason}: download {INCEPTION_URLS[0]} on a machine with internet and copy it to {target}, "
+        f"or pass its path with metrics.inception_weights=/path/to/{INCEPTION_FILENAME} "
+        f"(or the environment variable {ENV_VAR})"
+    )
+
+
+def _download(destination: Path) -> None:
+    """Download the weights to ``destination`` (atomic: torch writes a temporary file, then renames)."""
+    errors = []
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    for url in INCEPTION_URLS:
+        try:
+            torch.hub.download_url_to_file(
+                url, str(destination), hash_prefix=OFFICIAL_SHA256_PREFIX, progress=False
+            )
+            return
+        except Exception as exc:  # no network, proxy, HTTP error, hash mismatch
+            errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    raise OSError("; ".join(errors))
+
+
+def resolve_inception_weights(weights_path: str | Path | None = None, allow_download: bool = True) -> Path:
+    """The path of the Inception weights file, downloading it into torch hub's cache if allowed."""
+    if weights_path:
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise InceptionWeightsError(fetch_instructions(f"Inception weights {path} do not exist"))
+        return path
+    if os.environ.get(ENV_VAR):
+        path = Path(os.environ[ENV_VAR]).expanduser()
+        if not path.is_file():
+            raise InceptionWeightsError(fetch_instructions(f"{ENV_VAR}={path} does not exist"))
+        return path
+    for name in (INCEPTION_FILENAME, TORCH_FIDELITY_FILENAME):
+        if (hub_checkpoint_dir() / name).is_file():
+            return hub_checkpoint_dir() / name
+    destination = hub_checkpoint_dir() / INCEPTION_FILENAME
+    if not allow_download:
+        raise InceptionWeightsError(
+            fetch_instructions(f"no Inception weights in {hub_checkpoint_dir()} and downloads are disabled")
+        )
+    log.info("Downloading the Inception weights to %s", destination)
+    try:
+        _download(destination)
+    except OSError as exc:
+        raise InceptionWeightsError(
+            fetch_instructions(
+                f"no Inception weights in {hub_checkpoint_dir()} and the download failed ({exc})"
+            )
+        ) from None
+    return destination
+
+
+@lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file (memoised on path, size and modification time)."""
+    stat = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def _build_extractor(weights_path: Path | None) -> nn.Module:
+    """torch-fidelity's extractor; with ``weights_path=None`` its (random) init, never a download."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    features = ["2048", "logits_unbiased"]
+    if weights_path is not None:
+        with redirect_stdout(sys.stderr):
+            return FeatureExtractorInceptionV3(
+                "inception-v3-compat", features, feature_extractor_weights_path=str(weights_path)
+            )
+    # The constructor always loads a state dict: give it an empty file and skip the load.
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp) / "empty.pth"
+        torch.save({}, empty)
+        with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None):
+            return FeatureExtractorInceptionV3(
+                "inception-v3-compat", features, feature_extractor_weights_path=str(empty)
+            )
+
+
+def as_uint8_rgb(images: Tensor) -> Tensor:
+    """[B, C, H, W] images -> uint8 RGB in [0, 255]: float input is model space [-1, 1] (rounded as the
+    official code), grayscale is repeated over 3 channels."""
+    if images.dim() != 4:
+        raise ValueError(f"expected images of shape [B, C, H, W], got {tuple(images.shape)}")
+    if images.dtype != torch.uint8:
+        if not images.is_floating_point():
+            raise TypeError(f"expected uint8 or float images, got {images.dtype}")
+        images = to_uint8(images)
+    channels = images.shape[1]
+    if channels == 1:
+        images = images.expand(-1, 3, -1, -1)
+    elif channels != 3:
+        raise ValueError(f"Inception needs 1- or 3-channel images, got {channels} channels")
+    return images.contiguous()
+
+
+class InceptionFeatureExtractor(nn.Module):
+    """Pool-3 features (FID) and unbiased logits (IS) of the TF-compatible Inception-v3.
+
+    Call it on [B, C, H, W] images (uint8 in [0, 255], or float in model space [-1, 1]); returns
+    ``(features [B, 2048], logits [B, 1008])`` in float32. ``weights_sha256`` identifies the weights
+    (it keys the reference-statistics cache); ``official`` tells whether they are the paper's.
+    """
+
+    feature_dim = FEATURE_DIM
+    num_classes = NUM_CLASSES
+
+    def __init__(self, weights_path: str | Path) -> None:
+        super().__init__()
+        self.weights_path = Path(weights_path)
+        self.weights_sha256 = file_sha256(self.weights_path)
+        self.official = self.weights_sha256.startswith(OFFICIAL_SHA256_PREFIX)
+        try:
+            self.net = _build_extractor(self.weights_path)
+        except Exception as exc:
+            raise InceptionWeightsError(
+                fetch_instructions(
+                    f"{self.weights_path} is not the TF-compatible Inception-v3 state dict "
+                    f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); torchvision's ImageNet "
+                    "Inception weights do not work"
+                )
+            ) from None
+        if not self.official:
+            log.warning(
+                "Inception weights %s (sha256 %s...) are not the official %s: FID/IS will not be "
+                "comparable with the paper",
+                self.weights_path,
+                self.weights_sha256[:12],
+                INCEPTION_FILENAME,
+            )
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        device = next(self.net.parameters()).device
+        features, logits = self.net(as_uint8_rgb(images.to(device)))
+        return features, logits
+
+
+def load_inception(
+    weights_path: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    allow_download: bool = True,
+) -> InceptionFeatureExtractor:
+    """Resolve the weights (see the module doc) and build the extractor on ``device``."""
+    path = resolve_inception_weights(weights_path, allow_download)
+    return InceptionFeatureExtractor(path).to(device)
+
+
+def make_random_inception_weights(path: str | Path, seed: int = 0) -> Path:
+    """Save a randomly initialised Inception state dict to ``path`` (for tests and benchmarks: no download).
+
+    Convolutions get Kaiming-normal weights (fan-in, ReLU gain) so activations keep their scale through
+    the 94 conv layers (with the default init the features nearly collapse and every FID is ~0); the
+    classifier gets unit-variance logits. BatchNorm keeps its identity statistics.
+    """
+    net = _build_extractor(None)
+    generator = torch.Generator().manual_seed(seed)
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            fan_in = module.weight[0].numel()
+            module.weight.data = torch.randn(module.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5
+        elif isinstance(module, nn.Linear):
+            fan_in = module.weight.shape[1]
+            module.weight.data = torch.randn(module.weight.shape, generator=generator) * (1.0 / fan_in) ** 0.5
+            module.bias.data.zero_()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+    return path

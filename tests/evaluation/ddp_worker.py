@@ -1,0 +1,132 @@
+"""Worker of the DDP tests, run in subprocesses (never in the pytest process).
+
+    python ddp_worker.py plain OUT INCEPTION      # env RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT: gloo
+    python ddp_worker.py lightning OUT INCEPTION DEVICES   # Lightning's own DDP launcher starts rank 1
+
+``plain``: generation (in memory and as NPZ shards), Inception statistics, reference statistics and
+the NLL, sharded over the ranks and all-reduced; rank 0 writes ``OUT/result.json``.
+``lightning``: a Trainer with the FID and NLL callbacks (learning rate 0, so the EMA weights are the
+same for any number of ranks); every rank writes ``OUT/rank{r}.json`` with the logged metrics.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for tests.*
+
+from ddpm.diffusion import GaussianDiffusion
+from ddpm.evaluation.distributed import barrier, rank_and_world
+from ddpm.evaluation.generation import ShardStore, generate, generate_shards
+from ddpm.evaluation.inception import InceptionFeatureExtractor
+from ddpm.evaluation.metrics import accumulate, fid, statistics_for
+from ddpm.evaluation.nll import dataset_nll
+from ddpm.evaluation.reference_stats import reference_statistics
+from ddpm.sampling import AncestralSampler
+from tests.evaluation.helpers import FakeDataModule, tiny_unet
+
+NUM_SAMPLES = 5  # odd: the ranks get uneven shares
+
+
+def plain(out: Path, inception_path: str) -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("gloo")
+    rank, world = rank_and_world()
+    torch.set_num_threads(1)
+    model = tiny_unet(3, 8)
+    sampler = AncestralSampler(GaussianDiffusion(num_timesteps=8))
+    extractor = InceptionFeatureExtractor(inception_path)
+
+    stats = statistics_for(extractor, NUM_SAMPLES, (2, 1))
+    my_indices = range(rank, NUM_SAMPLES, world)
+    accumulate(stats, extractor, generate(model, sampler, (3, 8, 8), my_indices, 0, batch_size=2), 4)
+    stats = stats.reduced()
+    stats.check_complete()
+
+    store = ShardStore(out / "samples", "fp", NUM_SAMPLES, shard_size=2)
+    generate_shards(model, sampler, store, (3, 8, 8), 0, batch_size=2, progress=False)
+    barrier()
+
+    data = FakeDataModule(n_train=4, n_test=4)
+    reference, _, _ = reference_statistics(data.train_set, "fake", "train", extractor, None, batch_size=2)
+    nll = dataset_nll(model, sampler.diffusion, data.val_set, batch_size=1)
+    if rank == 0:
+        images = torch.cat([x for _, x in store.iter_shards(range(store.num_shards))])
+        result = {
+            "world": world,
+            "fid": fid(stats.features, reference.features),
+            "is_2splits": stats.inception_score(2),
+            "is_1split": stats.inception_score(1)[0],
+            "reference_mean_norm": float(reference.features.mean().norm()),
+            "nll_bpd": nll.summary()["bpd"],
+            "nll_terms": nll.summary()["terms_bpd"],
+            "shards_sha256": hashlib.sha256(images.numpy().tobytes()).hexdigest(),
+        }
+        (out / "result.json").write_text(json.dumps(result))
+    barrier()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def lightning(out: Path, inception_path: str, devices: int) -> None:
+    import lightning as L
+
+    from ddpm.callbacks.evaluation import FIDCallback
+    from ddpm.callbacks.nll import NLLCallback
+    from ddpm.lightning import DDPMLitModule
+
+    torch.set_num_threads(1)
+    datamodule = FakeDataModule(n_train=16, n_test=4)
+    module = DDPMLitModule(
+        tiny_unet(3, 8),
+        GaussianDiffusion(num_timesteps=8),
+        optimizer=functools.partial(torch.optim.SGD, lr=0.0),
+        warmup_steps=0,
+    )
+    fid_callback = FIDCallback(
+        every_n_steps=2,
+        num_samples=NUM_SAMPLES,
+        batch_size=2,
+        reference_splits=("train", "test"),
+        num_reference_images=4,
+        inception_weights=inception_path,
+        allow_download=False,
+        cache_dir=str(out / "cache"),
+        inception_batch_size=4,
+        is_splits=(2, 1),
+    )
+    nll_callback = NLLCallback(every_n_steps=2, num_images=3, batch_size=1, output_dir=str(out / "nll"))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        max_steps=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[fid_callback, nll_callback],
+    )
+    trainer.fit(module, datamodule=datamodule)
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("eval/")}
+    (out / f"rank{trainer.global_rank}.json").write_text(
+        json.dumps({"world": trainer.world_size, "logged": logged})
+    )
+
+
+if __name__ == "__main__":
+    mode, out_dir, weights = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if mode == "plain":
+        plain(out_dir, weights)
+    else:
+        lightning(out_dir, weights, int(sys.argv[4]))

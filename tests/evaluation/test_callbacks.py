@@ -1,0 +1,92 @@
+"""The in-training FID / IS and NLL callbacks on one CPU process (DDP: see test_distributed.py)."""
+
+import functools
+import json
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+from ddpm.callbacks import evaluation as evaluation_callbacks
+from ddpm.callbacks.evaluation import FIDCallback, sampler_tag
+from ddpm.callbacks.nll import NLLCallback
+from ddpm.diffusion import GaussianDiffusion
+from ddpm.lightning import DDPMLitModule
+from ddpm.sampling import AncestralSampler
+
+from .helpers import FakeDataModule, StubExtractor, tiny_unet
+
+
+@pytest.fixture
+def stub_inception(monkeypatch):
+    """The callbacks' Inception replaced by a cheap stand-in (the real one runs in test_distributed.py)."""
+    extractor = StubExtractor()
+    monkeypatch.setattr(evaluation_callbacks, "load_inception", lambda *args, **kwargs: extractor)
+    return extractor
+
+
+def _fit(tmp_path, callbacks, max_steps=2):
+    module = DDPMLitModule(
+        tiny_unet(3, 8),
+        GaussianDiffusion(num_timesteps=8),
+        optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
+        warmup_steps=0,
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        limit_val_batches=0,
+        logger=CSVLogger(tmp_path, name="csv", version=""),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+    trainer.fit(module, datamodule=FakeDataModule(n_train=16, n_test=6))
+    return trainer, module
+
+
+def test_fid_callback_logs_protocol_named_metrics(tmp_path, stub_inception):
+    callback = FIDCallback(
+        every_n_steps=2, num_samples=10, batch_size=4, num_reference_images=6, cache_dir=tmp_path / "cache"
+    )
+    trainer, module = _fit(tmp_path, [callback])
+    names = {
+        "eval/fid_10_ancestral8_train",
+        "eval/fid_10_ancestral8_test",
+        "eval/is_10_ancestral8_10splits",
+        "eval/is_10_ancestral8_1split",
+    }
+    assert set(callback.last_metrics) == names
+    assert names <= set(trainer.callback_metrics)
+    assert all(torch.isfinite(trainer.callback_metrics[n]) for n in names)
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # train and test reference statistics
+    # the same EMA weights and seed give the same numbers when evaluated again
+    again = callback.evaluate(trainer, module, log=False)
+    assert again == pytest.approx(callback.last_metrics, rel=1e-9)
+
+
+def test_callbacks_at_end_write_to_the_loggers(tmp_path, stub_inception):
+    fid_callback = FIDCallback(
+        every_n_steps=0, num_samples=4, batch_size=4, reference_splits=("test",), at_end=True
+    )
+    nll_callback = NLLCallback(
+        every_n_steps=0, num_images=2, batch_size=2, at_end=True, output_dir=tmp_path / "nll"
+    )
+    _fit(tmp_path, [fid_callback, nll_callback], max_steps=1)
+    logged = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "eval/fid_4_ancestral8_test" in logged and "eval/nll_bpd_2_test" in logged
+    saved = json.loads((tmp_path / "nll" / "nll_step_0000001.json").read_text())
+    assert saved["step"] == 1 and len(saved["terms_bpd"]) == 8 and saved["num_images"] == 2
+
+
+def test_sampler_tag_names_non_paper_samplers():
+    assert sampler_tag(AncestralSampler(GaussianDiffusion(num_timesteps=1000))) == ""
+    assert sampler_tag(AncestralSampler(GaussianDiffusion(num_timesteps=100))) == "ancestral100"
+
+    class DDIMSampler:
+        num_steps = 50
+
+    assert sampler_tag(DDIMSampler()) == "ddim50"
