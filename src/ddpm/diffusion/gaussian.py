@@ -20,9 +20,11 @@ from ddpm.diffusion.schedules import make_betas
 from ddpm.errors import ConfigError
 
 MeanType = Literal["eps", "x0", "mu"]
-VarType = Literal["fixed_large", "fixed_small", "learned_range"]
+VarType = Literal["fixed_large", "fixed_small", "learned_range", "learned"]
 MEAN_TYPES: tuple[str, ...] = ("eps", "x0", "mu")
-VAR_TYPES: tuple[str, ...] = ("fixed_large", "fixed_small", "learned_range")
+VAR_TYPES: tuple[str, ...] = ("fixed_large", "fixed_small", "learned_range", "learned")
+# var_types whose network outputs a second half of channels for the variance
+LEARNED_VAR_TYPES: tuple[str, ...] = ("learned_range", "learned")
 
 
 @dataclass
@@ -53,7 +55,9 @@ class GaussianDiffusion(nn.Module):
             posterior mean ``mu`` (the paper's Table 2 baseline).
         var_type: reverse variance: ``fixed_large`` (sigma_t^2 = beta_t, used for CIFAR-10),
             ``fixed_small`` (sigma_t^2 = posterior variance, used for LSUN), or ``learned_range``
-            (improved DDPM's log-space interpolation; the network outputs 2x channels).
+            (improved DDPM's log-space interpolation; the network outputs 2x channels), or ``learned``
+            (the DDPM paper's learned diagonal Sigma, Table 2: the second half of the output is
+            log sigma_t^2 itself, as in the official code's ``model_var_type="learned"``).
         betas: explicit betas (float64); overrides ``schedule`` (used by timestep respacing).
     """
 
@@ -77,12 +81,14 @@ class GaussianDiffusion(nn.Module):
         self.schedule = schedule if betas is None else "custom"
         if betas is None:
             betas = make_betas(schedule, num_timesteps, beta_start, beta_end)
-        betas = torch.as_tensor(betas, dtype=torch.float64)
+        betas = torch.as_tensor(betas, dtype=torch.float64, device="cpu")
         self.num_timesteps = int(betas.shape[0])
 
         alphas = 1.0 - betas
         alphas_cumprod = torch.cumprod(alphas, dim=0)
-        alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+        alphas_cumprod_prev = torch.cat(
+            [torch.ones(1, dtype=torch.float64, device="cpu"), alphas_cumprod[:-1]]
+        )
         # Posterior q(x_{t-1} | x_t, x_0), eqs. (6)-(7).
         posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
         # log of the posterior variance, clipped because it is 0 at t = 0 (official code).
@@ -169,11 +175,11 @@ class GaussianDiffusion(nn.Module):
     @property
     def output_channels_factor(self) -> int:
         """How many times the data channels the network must output (2 for learned variance)."""
-        return 2 if self.var_type == "learned_range" else 1
+        return 2 if self.var_type in LEARNED_VAR_TYPES else 1
 
     def split_output(self, output: Tensor) -> tuple[Tensor, Tensor | None]:
         """Split a network output into (mean part, variance part or None)."""
-        if self.var_type != "learned_range":
+        if self.var_type not in LEARNED_VAR_TYPES:
             return output, None
         mean_part, var_part = output.chunk(2, dim=1)
         return mean_part, var_part
@@ -195,7 +201,9 @@ class GaussianDiffusion(nn.Module):
                 broadcast_at(self.posterior_log_variance_clipped, t, like),
             )
         if var_part is None:
-            raise ConfigError("var_type=learned_range needs a network with 2x output channels")
+            raise ConfigError(f"var_type={self.var_type} needs a network with 2x output channels")
+        if self.var_type == "learned":
+            return var_part.exp(), var_part
         min_log = broadcast_at(self.posterior_log_variance_clipped, t, like)
         max_log = broadcast_at(self.betas.log(), t, like)
         frac = (var_part + 1) / 2

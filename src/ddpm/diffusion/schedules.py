@@ -24,7 +24,9 @@ def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float =
 
 def quadratic_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """Betas whose square roots are linear between sqrt(beta_start) and sqrt(beta_end)."""
-    return torch.linspace(beta_start**0.5, beta_end**0.5, num_timesteps, dtype=torch.float64, device="cpu") ** 2
+    return (
+        torch.linspace(beta_start**0.5, beta_end**0.5, num_timesteps, dtype=torch.float64, device="cpu") ** 2
+    )
 
 
 def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:

@@ -1,6 +1,32 @@
-"""Samplers: each takes any callable ``model(x_t, t) -> output`` and a GaussianDiffusion."""
+"""Samplers: each takes any callable ``model(x_t, t) -> output`` and a GaussianDiffusion.
 
-from ddpm.sampling.ancestral import AncestralSampler, Trajectory
+Entry point: :func:`ddpm.sampling.sample` (or :func:`make_sampler` for a sampler object). Classes:
+:class:`AncestralSampler` (DDPM, full or respaced chain), :class:`DDIMSampler` (eta in [0, 1]),
+:class:`DPMSolverPPSampler` (2M / 3M). Hydra: the ``sampler`` config group.
+"""
+
+from ddpm.sampling.ancestral import AncestralSampler
+from ddpm.sampling.api import SAMPLERS, make_sampler, sample
+from ddpm.sampling.base import Sampler, Trajectory
+from ddpm.sampling.ddim import DDIMSampler
+from ddpm.sampling.dpm_solver import DPMSolverPPSampler
 from ddpm.sampling.noise import BatchNoise, NoiseSource, PerSampleNoise
+from ddpm.sampling.respace import SpacedDiffusion
+from ddpm.sampling.spacing import SPACINGS, make_timesteps
 
-__all__ = ["AncestralSampler", "BatchNoise", "NoiseSource", "PerSampleNoise", "Trajectory"]
+__all__ = [
+    "SAMPLERS",
+    "SPACINGS",
+    "AncestralSampler",
+    "BatchNoise",
+    "DDIMSampler",
+    "DPMSolverPPSampler",
+    "NoiseSource",
+    "PerSampleNoise",
+    "Sampler",
+    "SpacedDiffusion",
+    "Trajectory",
+    "make_sampler",
+    "make_timesteps",
+    "sample",
+]

@@ -1,27 +1,22 @@
-"""DDPM ancestral sampling (Algorithm 2 of Ho et al. 2020)."""
+"""DDPM ancestral sampling (Algorithm 2 of Ho et al. 2020), on the full chain or a respaced one."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from ddpm.diffusion.gaussian import GaussianDiffusion
+from ddpm.errors import ConfigError
+from ddpm.sampling.base import Model, Trajectory, full_timestep, should_record
 from ddpm.sampling.noise import NoiseSource
+from ddpm.sampling.respace import SpacedDiffusion
+from ddpm.sampling.spacing import resolve_timesteps
 from ddpm.utils.progress import progress_bar
 
-Model = Callable[[Tensor, Tensor], Tensor]
-
-
-@dataclass
-class Trajectory:
-    """Intermediate states of a reverse chain: x_t and the predicted x_0 at the recorded steps."""
-
-    timesteps: list[int] = field(default_factory=list)
-    x_t: list[Tensor] = field(default_factory=list)
-    pred_x0: list[Tensor] = field(default_factory=list)
+# Called after every step with (x, t_next): the new state and its ORIGINAL timestep (-1 for x_0).
+StepHook = Callable[[Tensor, int], Tensor]
 
 
 class AncestralSampler:
@@ -29,19 +24,52 @@ class AncestralSampler:
 
     The reverse variance is the diffusion's ``var_type`` (fixed-large for CIFAR-10, fixed-small for
     LSUN in the paper); the predicted x_0 is clipped to [-1, 1] when ``clip_denoised``.
+
+    Respacing (improved DDPM, Sec. 4): with ``steps`` (and ``spacing``) or an explicit increasing
+    ``timesteps`` list, the chain runs on a :class:`~ddpm.sampling.respace.SpacedDiffusion` whose
+    betas are recomputed for the sub-sequence, beta'_i = 1 - abar_{S_i} / abar_{S_{i-1}}, and the
+    network is still called with the original indices S_i. ``steps=T`` reproduces the full chain
+    exactly. Without them (the default) the diffusion is used as it is.
     """
 
-    def __init__(self, diffusion: GaussianDiffusion, clip_denoised: bool = True) -> None:
-        self.diffusion = diffusion
+    def __init__(
+        self,
+        diffusion: GaussianDiffusion,
+        clip_denoised: bool = True,
+        steps: int | None = None,
+        spacing: str = "uniform",
+        timesteps: Sequence[int] | None = None,
+    ) -> None:
+        self.base_diffusion = diffusion
         self.clip_denoised = clip_denoised
+        if steps is None and timesteps is None:
+            self.diffusion: GaussianDiffusion = diffusion
+            self.timesteps = list(range(diffusion.num_timesteps))
+        else:
+            self.timesteps = resolve_timesteps(
+                diffusion.num_timesteps, steps, spacing, timesteps, diffusion.alphas_cumprod
+            )
+            self.diffusion = SpacedDiffusion(diffusion, self.timesteps)
 
     @property
     def num_steps(self) -> int:
+        """Network evaluations per image."""
         return self.diffusion.num_timesteps
 
+    @property
+    def respaced(self) -> bool:
+        return isinstance(self.diffusion, SpacedDiffusion)
+
+    def _wrap(self, model: Model) -> Model:
+        return self.diffusion.wrap_model(model) if isinstance(self.diffusion, SpacedDiffusion) else model
+
     def p_sample(self, model: Model, x_t: Tensor, t: int, noise: NoiseSource):
-        """One reverse step from x_t at integer timestep t; returns (x_{t-1}, ReverseParams)."""
-        tt = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
+        """One reverse step from x_t at chain index t; returns (x_{t-1}, ReverseParams).
+
+        ``t`` indexes ``self.diffusion`` (the original timestep unless respaced) and ``model`` is called
+        with it as is: pass a model wrapped by ``SpacedDiffusion.wrap_model`` when respaced.
+        """
+        tt = full_timestep(t, x_t)
         params = self.diffusion.p_mean_variance(model(x_t, tt), x_t, tt, self.clip_denoised)
         if t == 0:
             return params.mean, params
@@ -66,13 +94,48 @@ class AncestralSampler:
         """
         device = torch.device(device)
         x = noise.randn(shape, device, torch.float32)
-        steps = range(self.diffusion.num_timesteps - 1, -1, -1)
-        for t in progress_bar(steps, enabled=progress, description="sampling"):
-            x, params = self.p_sample(model, x, t, noise)
-            if trajectory is not None and record_every > 0 and (t % record_every == 0 or t == 0):
-                trajectory.timesteps.append(t)
-                trajectory.x_t.append(x.detach().cpu())
-                trajectory.pred_x0.append(params.pred_x0.detach().cpu())
+        return self.sample_from(
+            model,
+            x,
+            self.timesteps[-1],
+            noise,
+            progress=progress,
+            record_every=record_every,
+            trajectory=trajectory,
+        )
+
+    @torch.no_grad()
+    def sample_from(
+        self,
+        model: Model,
+        x_t: Tensor,
+        t: int,
+        noise: NoiseSource,
+        progress: bool = False,
+        record_every: int = 0,
+        trajectory: Trajectory | None = None,
+        hook: StepHook | None = None,
+    ) -> Tensor:
+        """Run the chain from a given x_t at ORIGINAL timestep ``t`` (which must be on the chain) to x_0.
+
+        ``hook(x, t_next)`` is applied to every new state (``t_next`` its original timestep, -1 for
+        x_0): the figures use it to condition the chain on known pixels (inpainting).
+        """
+        if t not in self.timesteps:
+            raise ConfigError(
+                f"timestep {t} is not on this sampler's chain: start from one of sampler.timesteps"
+            )
+        wrapped = self._wrap(model)
+        x = x_t
+        start = self.timesteps.index(t)
+        for i in progress_bar(
+            range(start, -1, -1), enabled=progress, description="sampling", total=start + 1
+        ):
+            x, params = self.p_sample(wrapped, x, i, noise)
+            if hook is not None:
+                x = hook(x, self.timesteps[i - 1] if i > 0 else -1)
+            if should_record(trajectory, record_every, i):
+                trajectory.record(self.timesteps[i], x, params.pred_x0)
         return x
 
     def progressive(
@@ -88,3 +151,6 @@ class AncestralSampler:
         trajectory = Trajectory()
         x0 = self.sample(model, shape, noise, device, progress, record_every, trajectory)
         return x0, trajectory
+
+
+__all__ = ["AncestralSampler", "StepHook", "Trajectory"]

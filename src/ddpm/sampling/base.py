@@ -1,0 +1,72 @@
+"""What every sampler shares: the model type, the sampler protocol and trajectory records.
+
+A sampler is built as ``Sampler(diffusion, **settings)`` and used as
+``sampler.sample(model, shape, noise, device, progress) -> x_0`` where ``model`` is any callable
+``model(x_t, t) -> output`` (``t``: int64 tensor [B] of ORIGINAL timestep indices ``0..T-1``; the
+output is what the diffusion's ``mean_type``/``var_type`` say: eps, x_0 or mu, plus the variance
+half for learned variance). ``sampler.num_steps`` is the number of network evaluations per image and
+``sampler.timesteps`` the increasing original indices the chain visits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from ddpm.sampling.noise import NoiseSource
+
+Model = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class Trajectory:
+    """Intermediate states of a reverse chain: x_t and the predicted x_0 at the recorded steps.
+
+    ``timesteps[k]`` is the ORIGINAL index t at which the network was evaluated; ``x_t[k]`` is the
+    state after that step and ``pred_x0[k]`` the network's (clipped) prediction of x_0 at t.
+    """
+
+    timesteps: list[int] = field(default_factory=list)
+    x_t: list[Tensor] = field(default_factory=list)
+    pred_x0: list[Tensor] = field(default_factory=list)
+
+    def record(self, t: int, x: Tensor, pred_x0: Tensor) -> None:
+        self.timesteps.append(int(t))
+        self.x_t.append(x.detach().cpu())
+        self.pred_x0.append(pred_x0.detach().cpu())
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """The interface of :class:`AncestralSampler`, :class:`DDIMSampler` and :class:`DPMSolverPPSampler`."""
+
+    timesteps: list[int]
+
+    @property
+    def num_steps(self) -> int: ...
+
+    def sample(
+        self,
+        model: Model,
+        shape: Sequence[int],
+        noise: NoiseSource,
+        device: torch.device | str = "cpu",
+        progress: bool = False,
+    ) -> Tensor: ...
+
+
+def full_timestep(t: int, like: Tensor) -> Tensor:
+    """An int64 tensor [B] filled with ``t`` on ``like``'s device."""
+    return torch.full((like.shape[0],), int(t), device=like.device, dtype=torch.long)
+
+
+def should_record(trajectory: Trajectory | None, record_every: int, index: int) -> bool:
+    """Record chain position ``index`` (0 = the last step) every ``record_every`` steps and at the end."""
+    return trajectory is not None and record_every > 0 and (index % record_every == 0 or index == 0)
+
+
+__all__ = ["Model", "Sampler", "Trajectory", "full_timestep", "should_record"]

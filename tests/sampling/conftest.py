@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import lightning as L
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tests.helpers import TINY, compose_train
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A real ddpm-train style checkpoint (one optimizer step of the tiny U-Net on digits)."""
+    out = tmp_path_factory.mktemp("tiny_ckpt")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cfg = compose_train([*TINY, "trainer.max_steps=1", "data.batch_size=8"], out)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    module = hydra.utils.instantiate(cfg.module)
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        use_distributed_sampler=False,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    path = out / "last.ckpt"
+    trainer.save_checkpoint(path)
+    torch.set_num_threads(threads)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a small shared machine, OpenMP threads waiting for a busy core cost 10-100x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

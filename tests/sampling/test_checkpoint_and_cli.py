@@ -1,0 +1,120 @@
+"""load_module (the shared checkpoint loader), the sampler configs and the ddpm-sample app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from ddpm.diffusion import GaussianDiffusion
+from ddpm.errors import CheckpointError, ConfigError
+from ddpm.lightning.checkpoint import load_module
+from ddpm.lightning.module import DDPMLitModule
+from ddpm.sample import sample as sample_app
+from ddpm.sampling import PerSampleNoise
+from ddpm.utils.config import config_dir
+from tests.helpers import run_cli
+from tests.sampling.helpers import TinyNet
+
+
+def test_load_module_restores_the_trained_module(tiny_checkpoint):
+    module = load_module(tiny_checkpoint)
+    assert isinstance(module, DDPMLitModule)
+    assert not module.training
+    state = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    for name, value in module.state_dict().items():
+        assert torch.equal(value, state[name]), name
+    assert module.run_config["module"]["_target_"] == "ddpm.lightning.DDPMLitModule"
+    assert module.diffusion.num_timesteps == 100
+
+
+def _one_line_error(path: Path, match: str) -> None:
+    with pytest.raises(CheckpointError, match=match) as info:
+        load_module(path)
+    assert "\n" not in str(info.value)
+
+
+def test_load_module_errors_are_one_line(tiny_checkpoint, tmp_path):
+    _one_line_error(tmp_path / "missing.ckpt", "does not exist")
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(tiny_checkpoint.read_bytes()[:1000])
+    _one_line_error(corrupt, "truncated or corrupt")
+    checkpoint = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
+    no_config = tmp_path / "no_config.ckpt"
+    torch.save({k: v for k, v in checkpoint.items() if k != "ddpm_config"}, no_config)
+    _one_line_error(no_config, "not written by ddpm-train")
+    not_lightning = tmp_path / "weights.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, not_lightning)
+    _one_line_error(not_lightning, "no state_dict")
+    mismatch = tmp_path / "mismatch.ckpt"
+    bad = dict(checkpoint)
+    bad["ddpm_config"] = {**checkpoint["ddpm_config"]}
+    bad["ddpm_config"]["module"] = {**bad["ddpm_config"]["module"]}
+    bad["ddpm_config"]["module"]["net"] = {**bad["ddpm_config"]["module"]["net"], "ch": 64}
+    torch.save(bad, mismatch)
+    _one_line_error(mismatch, "do not fit")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (config_dir() / "sampler").glob("*.yaml")))
+def test_every_sampler_config_builds_a_working_sampler(name):
+    """Each `sampler=<name>` is a factory ``sampler(diffusion)`` as used by the callback and ddpm-sample."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("sample", overrides=[f"sampler={name}", "ckpt_path=x"])
+    d = GaussianDiffusion(num_timesteps=100)
+    sampler = hydra.utils.instantiate(cfg.sampler)(d)
+    out = sampler.sample(TinyNet().eval(), (1, 4, 4), PerSampleNoise([0, 1]), "cpu")
+    assert out.shape == (2, 1, 4, 4) and torch.isfinite(out).all()
+
+
+def compose_sample(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose("sample", overrides=overrides)
+
+
+def test_ddpm_sample_writes_png_and_npz_reproducibly(tiny_checkpoint, tmp_path):
+    common = [f"ckpt_path={tiny_checkpoint}", "sampler=ddim", "sampler.steps=5", "progress=false"]
+    cfg = compose_sample(
+        [*common, "num_samples=6", "batch_size=4", "save_npz=true", f"output_dir={tmp_path}/a"]
+    )
+    result = sample_app(cfg)
+    assert (tmp_path / "a" / "samples.png").is_file()
+    data = np.load(tmp_path / "a" / "samples.npz")
+    assert data["arr_0"].shape == (6, 16, 16, 1) and data["arr_0"].dtype == np.uint8
+    assert data["seeds"].tolist() == list(range(6))
+    # image i depends on seed i only
+    cfg = compose_sample(
+        [*common, "num_samples=3", "seed=3", "save_png=false", "save_npz=true", f"output_dir={tmp_path}/b"]
+    )
+    again = sample_app(cfg)
+    assert torch.allclose(result["images"][3:], again["images"], atol=1e-6)
+    with pytest.raises(ConfigError, match="nothing to write"):
+        sample_app(compose_sample([*common, "save_png=false", f"output_dir={tmp_path}/c"]))
+
+
+def test_ddpm_sample_cli(tiny_checkpoint, tmp_path):
+    proc = run_cli(
+        [
+            "ddpm-sample",
+            f"ckpt_path={tiny_checkpoint}",
+            "sampler=dpm_solver_pp_2m",
+            "sampler.steps=4",
+            "num_samples=4",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        tmp_path,
+        env={"OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "run" / "samples.png").is_file()
+    missing = run_cli(
+        ["ddpm-sample", f"ckpt_path={tmp_path}/nope.ckpt", f"hydra.run.dir={tmp_path}/run2"], tmp_path
+    )
+    assert missing.returncode == 2
+    assert "error: checkpoint" in missing.stderr and "Traceback" not in missing.stderr
