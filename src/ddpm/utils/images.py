@@ -23,15 +23,23 @@ def image_grid(x: Tensor, nrow: int | None = None, padding: int = 2) -> Tensor:
     return grid.to(torch.uint8)
 
 
-def save_image_grid(x: Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    """Save a batch of model-space images as one PNG grid; returns the path."""
+def save_image_grid(x: Tensor, path: str | Path, nrow: int | None = None, min_cell: int = 64) -> Path:
+    """Save a batch of model-space images as one PNG grid; returns the path.
+
+    Small images are enlarged (nearest neighbour, whole pixels) so each cell is at least ``min_cell``
+    pixels high and the grid is readable on screen; pass ``min_cell=0`` for the exact pixels.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid = image_grid(x, nrow)
     array = grid.permute(1, 2, 0).numpy()
     if array.shape[2] == 1:
         array = array[:, :, 0]
+    image = Image.fromarray(array)
+    scale = max(1, math.ceil(min_cell / x.shape[-2])) if min_cell else 1
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     tmp = path.with_suffix(".tmp.png")
-    Image.fromarray(array).save(tmp)
+    image.save(tmp)
     tmp.replace(path)  # atomic: never a half-written PNG
     return path
