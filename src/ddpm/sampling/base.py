@@ -59,6 +59,30 @@ class Sampler(Protocol):
     ) -> Tensor: ...
 
 
+class ChainSampler:
+    """Shared ``sample``: draw x_T ~ N(0, I) and decode it with the subclass's ``sample_from``."""
+
+    timesteps: list[int]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        model: Model,
+        shape: Sequence[int],
+        noise: NoiseSource,
+        device: torch.device | str = "cpu",
+        progress: bool = False,
+        record_every: int = 0,
+        trajectory: Trajectory | None = None,
+    ) -> Tensor:
+        """Run the chain from x_T ~ N(0, I) at its last timestep; returns x_0 of shape [B, *shape]."""
+        x = noise.randn(shape, torch.device(device), torch.float32)
+        return self.sample_from(model, x, self.timesteps[-1], noise, progress, record_every, trajectory)
+
+    def sample_from(self, model, x_t, t, noise, progress, record_every, trajectory) -> Tensor:
+        raise NotImplementedError
+
+
 def full_timestep(t: int, like: Tensor) -> Tensor:
     """An int64 tensor [B] filled with ``t`` on ``like``'s device."""
     return torch.full((like.shape[0],), int(t), device=like.device, dtype=torch.long)
@@ -69,4 +93,4 @@ def should_record(trajectory: Trajectory | None, record_every: int, index: int) 
     return trajectory is not None and record_every > 0 and (index % record_every == 0 or index == 0)
 
 
-__all__ = ["Model", "Sampler", "Trajectory", "full_timestep", "should_record"]
+__all__ = ["ChainSampler", "Model", "Sampler", "Trajectory", "full_timestep", "should_record"]

@@ -22,13 +22,13 @@ from torch import Tensor
 
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
-from ddpm.sampling.base import Model, Trajectory, full_timestep, should_record
+from ddpm.sampling.base import ChainSampler, Model, Trajectory, full_timestep, should_record
 from ddpm.sampling.noise import NoiseSource
 from ddpm.sampling.spacing import resolve_timesteps
 from ddpm.utils.progress import progress_bar
 
 
-class DDIMSampler:
+class DDIMSampler(ChainSampler):
     """DDIM with ``eta`` in [0, 1] on ``steps`` timesteps spaced as ``spacing`` (or explicit ``timesteps``).
 
     Args:
@@ -80,21 +80,6 @@ class DDIMSampler:
         sigma = eta * ((1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)).clamp(min=0).sqrt()
         dir_coef = (1 - abar_s - sigma**2).clamp(min=0).sqrt()
         return float(abar_s.sqrt()), float(dir_coef), float(sigma)
-
-    @torch.no_grad()
-    def sample(
-        self,
-        model: Model,
-        shape: Sequence[int],
-        noise: NoiseSource,
-        device: torch.device | str = "cpu",
-        progress: bool = False,
-        record_every: int = 0,
-        trajectory: Trajectory | None = None,
-    ) -> Tensor:
-        """Run the chain from x_T ~ N(0, I) at the last timestep; returns x_0 of shape [B, *shape]."""
-        x = noise.randn(shape, torch.device(device), torch.float32)
-        return self.sample_from(model, x, self.timesteps[-1], noise, progress, record_every, trajectory)
 
     @torch.no_grad()
     def sample_from(

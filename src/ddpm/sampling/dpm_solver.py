@@ -38,13 +38,13 @@ from torch import Tensor
 
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
-from ddpm.sampling.base import Model, Trajectory, full_timestep, should_record
+from ddpm.sampling.base import ChainSampler, Model, Trajectory, full_timestep, should_record
 from ddpm.sampling.noise import NoiseSource
 from ddpm.sampling.spacing import log_snr, resolve_timesteps
 from ddpm.utils.progress import progress_bar
 
 
-class DPMSolverPPSampler:
+class DPMSolverPPSampler(ChainSampler):
     """DPM-Solver++(2M) / (3M): deterministic multistep data-prediction solver, ``steps`` NFEs.
 
     Args:
@@ -120,21 +120,6 @@ class DPMSolverPPSampler:
     def predict_x0(self, model: Model, x_t: Tensor, t: int) -> Tensor:
         tt = full_timestep(t, x_t)
         return self.diffusion.p_mean_variance(model(x_t, tt), x_t, tt, self.clip_denoised).pred_x0
-
-    @torch.no_grad()
-    def sample(
-        self,
-        model: Model,
-        shape: Sequence[int],
-        noise: NoiseSource,
-        device: torch.device | str = "cpu",
-        progress: bool = False,
-        record_every: int = 0,
-        trajectory: Trajectory | None = None,
-    ) -> Tensor:
-        """Solve from x_T ~ N(0, I) at the last timestep to x_0; returns [B, *shape]."""
-        x = noise.randn(shape, torch.device(device), torch.float32)
-        return self.sample_from(model, x, self.timesteps[-1], None, progress, record_every, trajectory)
 
     @torch.no_grad()
     def sample_from(
