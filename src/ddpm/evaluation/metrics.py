@@ -30,6 +30,17 @@ DEFAULT_IS_SPLITS = (10, 1)
 TORCH_FIDELITY_SHUFFLE_SEED = 2020
 
 
+def _numerical_sqrt(eigvals: Tensor) -> Tensor:
+    """sqrt of the eigenvalues of a PSD matrix, with those at rounding level (numerically 0) set to 0.
+
+    With fewer samples than feature dimensions the covariances are rank-deficient; their ~dim null
+    eigenvalues come out of ``eigh`` as +-1e-16 * max noise whose square roots (~1e-8 each) would add up
+    and change with the float64 summation order (e.g. 1 vs 2 ranks).
+    """
+    tol = eigvals.abs().max() * eigvals.shape[0] * torch.finfo(eigvals.dtype).eps
+    return torch.where(eigvals > tol, eigvals, torch.zeros_like(eigvals)).sqrt()
+
+
 def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -> float:
     """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), in float64.
 
@@ -40,9 +51,9 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -
     """
     mu1, mu2, sigma1, sigma2 = (x.detach().to("cpu", torch.float64) for x in (mu1, mu2, sigma1, sigma2))
     eigvals, eigvecs = torch.linalg.eigh(sigma1)
-    sqrt1 = (eigvecs * eigvals.clamp(min=0).sqrt()) @ eigvecs.T
+    sqrt1 = (eigvecs * _numerical_sqrt(eigvals)) @ eigvecs.T
     middle = sqrt1 @ sigma2 @ sqrt1
-    trace_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    trace_sqrt = _numerical_sqrt(torch.linalg.eigvalsh((middle + middle.T) / 2)).sum()
     diff = mu1 - mu2
     return float(diff @ diff + sigma1.trace() + sigma2.trace() - 2 * trace_sqrt)
 
