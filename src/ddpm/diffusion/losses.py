@@ -75,6 +75,15 @@ class _TimestepMixin(nn.Module):
             return t, torch.ones(x0.shape[0], device=x0.device)
         return sampler.sample(x0.shape[0], x0.device, generator)
 
+    def _noised_prediction(
+        self, model: Model, diffusion: GaussianDiffusion, x0: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Draw t (and its weights) and eps, form x_t ~ q(x_t | x_0) (eq. 4), run the model on it."""
+        t, weights = self._draw(diffusion, x0, generator)
+        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+        x_t = diffusion.q_sample(x0, t, noise)
+        return t, weights, noise, x_t, model(x_t, t).float()
+
     def _update(self, t: Tensor, vb: Tensor) -> None:
         if self.timestep_sampler is not None and self.training:
             self.timestep_sampler.update(t, vb.detach())
@@ -110,10 +119,7 @@ class VLBLoss(_TimestepMixin):
         x0: Tensor,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        t, weights = self._draw(diffusion, x0, generator)
-        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
-        x_t = diffusion.q_sample(x0, t, noise)
-        output = model(x_t, t).float()
+        t, weights, _noise, x_t, output = self._noised_prediction(model, diffusion, x0, generator)
         vb = vlb_term_bpd(diffusion, output, x0, x_t, t, clip_denoised=False)
         self._update(t, vb)
         loss = vb * weights
@@ -148,10 +154,7 @@ class HybridLoss(_TimestepMixin):
         x0: Tensor,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        t, weights = self._draw(diffusion, x0, generator)
-        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
-        x_t = diffusion.q_sample(x0, t, noise)
-        output = model(x_t, t).float()
+        t, weights, noise, x_t, output = self._noised_prediction(model, diffusion, x0, generator)
         mean_part, var_part = diffusion.split_output(output)
         target = diffusion.training_target(x0, x_t, t, noise)
         mse = mean_flat((target - mean_part) ** 2)
