@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ddpm.eval import evaluate
+from ddpm.cli.ddpm_eval import evaluate
 from ddpm.evaluation.generation import ShardStore
 from tests.helpers import compose_train, run_cli
 
@@ -157,7 +157,7 @@ def test_sigkill_then_resume_gives_the_identical_report(tmp_path, checkpoint, in
     assert full.returncode == 0, full.stderr[-2000:]
     out = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ddpm.eval", *args, f"hydra.run.dir={out}"],
+        [sys.executable, "-m", "ddpm.cli.ddpm_eval", *args, f"hydra.run.dir={out}"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -8,7 +8,7 @@ import torch
 from ddpm.diffusion import GaussianDiffusion, SimpleLoss
 from ddpm.lightning import DDPMLitModule
 from ddpm.models import UNet
-from ddpm.train import train
+from ddpm.cli.ddpm_train import train
 from tests.helpers import TINY, compose_train
 
 

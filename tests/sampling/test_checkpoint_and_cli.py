@@ -15,7 +15,7 @@ from ddpm.diffusion import GaussianDiffusion
 from ddpm.errors import CheckpointError, ConfigError
 from ddpm.lightning.checkpoint import load_module
 from ddpm.lightning.module import DDPMLitModule
-from ddpm.sample import sample as sample_app
+from ddpm.cli.ddpm_sample import sample as sample_app
 from ddpm.sampling import PerSampleNoise
 from ddpm.utils.config import config_dir
 from tests.helpers import run_cli

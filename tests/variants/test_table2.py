@@ -63,7 +63,7 @@ def test_table2_experiment_composes_to_the_paper_setting(name, tmp_path):
 
 @pytest.mark.parametrize("name", list(TABLE2))
 def test_table2_experiment_runs_a_few_cpu_steps(name, tmp_path):
-    from ddpm.train import train
+    from ddpm.cli.ddpm_train import train
 
     mean_type, var_type, loss_cls, _ = TABLE2[name]
     out_channels = 2 if var_type == "learned" else 1

@@ -5,7 +5,7 @@
     ddpm-eval checkpoint=/models/ema_diffusion_cifar10_model/model-790000.ckpt pretrained=cifar10 data=cifar10
     ddpm-eval ... metrics.nll.enabled=true                 # + bits/dim on the test set
     ddpm-eval ... hydra.run.dir=<dir of an interrupted run>                           # resume
-    torchrun --nproc_per_node=8 -m ddpm.eval ... hydra.run.dir=<dir>                  # 8 GPUs
+    torchrun --nproc_per_node=8 -m ddpm.cli.ddpm_eval ... hydra.run.dir=<dir>                  # 8 GPUs
     ddpm-eval mode=check_inception data=cifar10    # real-data IS / train-vs-test FID: 11.24 / 3.15?
 
 Default protocol: 50,000 samples, every one of the T=1000 ancestral steps, EMA weights; FID against
