@@ -8,7 +8,7 @@ eps*(x_t, t) = sqrt(1 - abar_t) (x_t - sqrt(abar_t) m) / (abar_t s^2 + 1 - abar_
 No clipping. For each sampler and step count:
 
 * exact moments of the sampler's output distribution (it is Gaussian: every sampler is affine in its noise
-  here), computed without Monte-Carlo error (:func:`ddpm.sampling.oracle.exact_moments`): the mean error
+  here), computed without Monte-Carlo error (:func:`ddpm.testing.oracle.exact_moments`): the mean error
   (RMS over dimensions, in units of s), the largest relative variance error |var / s^2 - 1|, and the
   Frechet distance to the data Gaussian ``fd_exact`` (the sampler's own error, infinite samples);
 * ``fd_at_n``: the expected Frechet distance of an n-sample estimate (n = 50k, the FID protocol):
@@ -36,8 +36,8 @@ from collections.abc import Callable
 import torch
 
 from ddpm.diffusion import GaussianDiffusion
-from ddpm.sampling import AncestralSampler, BatchNoise, DDIMSampler, DPMSolverPPSampler
-from ddpm.sampling.oracle import GaussianOracle, exact_moments, sample_moments
+from ddpm.sampling import AncestralSampler, DDIMSampler, DPMSolverPPSampler
+from ddpm.testing import BatchNoise, GaussianOracle, exact_moments, sample_moments
 
 STEPS = (10, 20, 50, 100, 1000)
 
@@ -92,7 +92,7 @@ def evaluate(sampler, oracle: GaussianOracle, n_fd: int, n_mc: int, seed: int) -
     return row
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, nargs="+", default=list(STEPS))
     parser.add_argument("--shape", type=int, nargs=3, default=[1, 8, 8])
@@ -104,7 +104,27 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="write the results as JSON to this file")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def smallest_steps_within_10pct(results: dict, reference: dict) -> dict[str, dict[str, int | None]]:
+    """Per sampler: the smallest step count from which on every larger one is within 10% of the reference."""
+    summary = {}
+    for name, rows in results.items():
+
+        def first(metric: str, rows=rows) -> int | None:
+            ok = [int(s) for s, r in rows.items() if r[metric] <= 1.1 * reference[metric]]
+            for s in sorted(int(k) for k in rows):
+                if all(t in ok for t in sorted(int(k) for k in rows) if t >= s):
+                    return s
+            return None
+
+        summary[name] = {"fd_at_n": first("fd_at_n"), "fd_exact": first("fd_exact")}
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
 
     linear = GaussianDiffusion()
@@ -121,18 +141,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     ref_key = str(max(args.steps))
     reference = results["ancestral (fixed-large)"][ref_key]
-    summary = {}
-    for name, rows in results.items():
-
-        def first(metric: str, rows=rows) -> int | None:
-            ok = [int(s) for s, r in rows.items() if r[metric] <= 1.1 * reference[metric]]
-            # the smallest step count from which on every larger one is within 10% too
-            for s in sorted(int(k) for k in rows):
-                if all(t in ok for t in sorted(int(k) for k in rows) if t >= s):
-                    return s
-            return None
-
-        summary[name] = {"fd_at_n": first("fd_at_n"), "fd_exact": first("fd_exact")}
     report = {
         "benchmark": "sampler_quality",
         "oracle": {
@@ -146,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
         "n_fd": args.n_fd,
         "mc_samples": args.mc_samples,
         "reference": {"sampler": "ancestral (fixed-large)", "steps": int(ref_key), **reference},
-        "smallest_steps_within_10pct_of_reference": summary,
+        "smallest_steps_within_10pct_of_reference": smallest_steps_within_10pct(results, reference),
         "results": results,
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads},
     }

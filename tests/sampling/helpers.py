@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ddpm.diffusion import GaussianDiffusion
-from ddpm.sampling.oracle import GaussianOracle
+from ddpm.testing.oracle import GaussianOracle
 
 
 class TinyNet(nn.Module):

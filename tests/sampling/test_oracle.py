@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from ddpm.diffusion import GaussianDiffusion
-from ddpm.sampling import AncestralSampler, BatchNoise, DDIMSampler, DPMSolverPPSampler
-from ddpm.sampling.oracle import GaussianOracle, exact_moments, sample_moments
+from ddpm.sampling import AncestralSampler, DDIMSampler, DPMSolverPPSampler
+from ddpm.testing import BatchNoise, GaussianOracle, exact_moments, sample_moments
 
 SHAPE = (1, 4, 4)
 N = 2000

@@ -9,7 +9,6 @@ from ddpm.diffusion import GaussianDiffusion
 from ddpm.errors import ConfigError
 from ddpm.sampling import (
     AncestralSampler,
-    BatchNoise,
     DDIMSampler,
     DPMSolverPPSampler,
     PerSampleNoise,
@@ -18,6 +17,7 @@ from ddpm.sampling import (
     make_sampler,
     sample,
 )
+from ddpm.testing import BatchNoise
 from tests.sampling.helpers import TinyNet, make_oracle, oracle_as
 
 SHAPE = (1, 4, 4)

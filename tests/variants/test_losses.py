@@ -9,7 +9,7 @@ from ddpm.diffusion import GaussianDiffusion
 from ddpm.diffusion.likelihood import prior_bpd, vlb_term_bpd
 from ddpm.diffusion.losses import HybridLoss, SimpleLoss, VLBLoss
 from ddpm.errors import ConfigError
-from ddpm.sampling.oracle import GaussianOracle
+from ddpm.testing.oracle import GaussianOracle
 from tests.sampling.helpers import TinyNet
 
 

@@ -10,7 +10,7 @@ from ddpm.sampling.api import SAMPLERS, make_sampler, sample
 from ddpm.sampling.base import Sampler, Trajectory
 from ddpm.sampling.ddim import DDIMSampler
 from ddpm.sampling.dpm_solver import DPMSolverPPSampler
-from ddpm.sampling.noise import BatchNoise, NoiseSource, PerSampleNoise
+from ddpm.sampling.noise import NoiseSource, PerSampleNoise
 from ddpm.sampling.respace import SpacedDiffusion
 from ddpm.sampling.spacing import SPACINGS, make_timesteps
 
@@ -18,7 +18,6 @@ __all__ = [
     "SAMPLERS",
     "SPACINGS",
     "AncestralSampler",
-    "BatchNoise",
     "DDIMSampler",
     "DPMSolverPPSampler",
     "NoiseSource",

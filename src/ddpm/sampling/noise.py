@@ -2,8 +2,7 @@
 
 ``PerSampleNoise`` gives every image its own generator seeded from ``seed + i``, so image i is
 the same whatever the batch size or the number of ranks that produce it (on a given device type:
-CPU and CUDA generators produce different streams). ``BatchNoise`` draws the whole batch from one
-generator: cheaper, for previews.
+CPU and CUDA generators produce different streams).
 """
 
 from __future__ import annotations
@@ -39,12 +38,4 @@ class PerSampleNoise(NoiseSource):
         )
 
 
-class BatchNoise(NoiseSource):
-    """A single generator (or the global RNG when ``generator`` is None) for the whole batch."""
-
-    def __init__(self, batch_size: int, generator: torch.Generator | None = None) -> None:
-        self.batch_size = batch_size
-        self.generator = generator
-
-    def randn(self, shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> Tensor:
-        return torch.randn((self.batch_size, *shape), generator=self.generator, device=device, dtype=dtype)
+__all__ = ["NoiseSource", "PerSampleNoise"]

@@ -24,7 +24,7 @@ from ddpm.sampling.noise import NoiseSource
 
 
 class GaussianOracle:
-    """The exact eps-predictor ``model(x_t, t)`` for data N(mean, diag(std^2)) under ``diffusion``."""
+    """The exact eps-predictor ``model(x_t, t, **cond)`` for data N(mean, diag(std^2)) under ``diffusion``."""
 
     def __init__(self, diffusion: GaussianDiffusion, mean: Tensor, std: Tensor) -> None:
         self.diffusion = diffusion
@@ -36,7 +36,8 @@ class GaussianOracle:
     def shape(self) -> tuple[int, ...]:
         return tuple(self.mean.shape)
 
-    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
+    def __call__(self, x_t: Tensor, t: Tensor, **cond: Tensor) -> Tensor:
+        """eps*(x_t, t) (see the module docstring); conditioning, if any, is ignored."""
         self.calls += 1
         abar = self.diffusion.alphas_cumprod.to(x_t.device)[t].view(-1, *([1] * (x_t.dim() - 1)))
         m = self.mean.to(x_t.device)
