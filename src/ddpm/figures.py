@@ -28,11 +28,12 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from ddpm.diffusion.denoiser import Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.diffusion.likelihood import prior_bpd, vlb_term_bpd
 from ddpm.errors import ConfigError
 from ddpm.sampling.ancestral import AncestralSampler
-from ddpm.sampling.base import Model, full_timestep
+from ddpm.sampling.base import full_timestep
 from ddpm.sampling.noise import PerSampleNoise
 from ddpm.sampling.spacing import make_timesteps
 from ddpm.utils.rng import derive_seed, make_generator

@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from ddpm.diffusion.denoiser import Cond, Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
-from ddpm.errors import ConfigError
-from ddpm.sampling.base import Model, Trajectory, full_timestep, should_record
+from ddpm.sampling.base import ChainSampler, Trajectory, full_timestep, should_record
 from ddpm.sampling.noise import NoiseSource
 from ddpm.sampling.respace import SpacedDiffusion
 from ddpm.sampling.spacing import resolve_timesteps
@@ -19,7 +19,7 @@ from ddpm.utils.progress import progress_bar
 StepHook = Callable[[Tensor, int], Tensor]
 
 
-class AncestralSampler:
+class AncestralSampler(ChainSampler):
     """x_{t-1} = mu_theta(x_t, t) + sigma_t z for t = T..1, z = 0 at the last step (Algorithm 2).
 
     The reverse variance is the diffusion's ``var_type`` (fixed-large for CIFAR-10, fixed-small for
@@ -63,46 +63,19 @@ class AncestralSampler:
     def _wrap(self, model: Model) -> Model:
         return self.diffusion.wrap_model(model) if isinstance(self.diffusion, SpacedDiffusion) else model
 
-    def p_sample(self, model: Model, x_t: Tensor, t: int, noise: NoiseSource):
+    def p_sample(self, model: Model, x_t: Tensor, t: int, noise: NoiseSource, *, cond: Cond | None = None):
         """One reverse step from x_t at chain index t; returns (x_{t-1}, ReverseParams).
 
         ``t`` indexes ``self.diffusion`` (the original timestep unless respaced) and ``model`` is called
         with it as is: pass a model wrapped by ``SpacedDiffusion.wrap_model`` when respaced.
         """
         tt = full_timestep(t, x_t)
-        params = self.diffusion.p_mean_variance(model(x_t, tt), x_t, tt, self.clip_denoised)
+        out = model(x_t, tt, **(cond or {}))
+        params = self.diffusion.p_mean_variance(out, x_t, tt, self.clip_denoised)
         if t == 0:
             return params.mean, params
         z = noise.randn(x_t.shape[1:], x_t.device, x_t.dtype)
         return params.mean + (0.5 * params.log_variance).exp() * z, params
-
-    @torch.no_grad()
-    def sample(
-        self,
-        model: Model,
-        shape: Sequence[int],
-        noise: NoiseSource,
-        device: torch.device | str = "cpu",
-        progress: bool = False,
-        record_every: int = 0,
-        trajectory: Trajectory | None = None,
-    ) -> Tensor:
-        """Run the whole chain from x_T ~ N(0, I); returns x_0 of shape [B, *shape].
-
-        With ``record_every > 0`` and a ``trajectory``, x_t and the predicted x_0 are stored every
-        ``record_every`` steps and at the last step (the paper's progressive generation, Fig. 6).
-        """
-        device = torch.device(device)
-        x = noise.randn(shape, device, torch.float32)
-        return self.sample_from(
-            model,
-            x,
-            self.timesteps[-1],
-            noise,
-            progress=progress,
-            record_every=record_every,
-            trajectory=trajectory,
-        )
 
     @torch.no_grad()
     def sample_from(
@@ -112,26 +85,23 @@ class AncestralSampler:
         t: int,
         noise: NoiseSource,
         progress: bool = False,
+        *,
         record_every: int = 0,
         trajectory: Trajectory | None = None,
+        cond: Cond | None = None,
         hook: StepHook | None = None,
     ) -> Tensor:
         """Run the chain from a given x_t at ORIGINAL timestep ``t`` (which must be on the chain) to x_0.
 
         ``hook(x, t_next)`` is applied to every new state (``t_next`` its original timestep, -1 for
-        x_0): the figures use it to condition the chain on known pixels (inpainting).
+        x_0): :mod:`ddpm.sampling.inpaint` uses it to condition the chain on known pixels.
         """
-        if t not in self.timesteps:
-            raise ConfigError(
-                f"timestep {t} is not on this sampler's chain: start from one of sampler.timesteps"
-            )
+        start = self.chain_index(t)
         wrapped = self._wrap(model)
         x = x_t
-        start = self.timesteps.index(t)
-        for i in progress_bar(
-            range(start, -1, -1), enabled=progress, description="sampling", total=start + 1
-        ):
-            x, params = self.p_sample(wrapped, x, i, noise)
+        steps = range(start, -1, -1)
+        for i in progress_bar(steps, enabled=progress, description="sampling", total=start + 1):
+            x, params = self.p_sample(wrapped, x, i, noise, cond=cond)
             if hook is not None:
                 x = hook(x, self.timesteps[i - 1] if i > 0 else -1)
             if should_record(trajectory, record_every, i):
@@ -146,10 +116,14 @@ class AncestralSampler:
         device: torch.device | str = "cpu",
         record_every: int = 100,
         progress: bool = False,
+        *,
+        cond: Cond | None = None,
     ) -> tuple[Tensor, Trajectory]:
-        """The chain plus its trajectory: (x_0, Trajectory of x_t and predicted x_0)."""
+        """The chain plus its trajectory: (x_0, Trajectory of x_t and predicted x_0) (paper Fig. 6)."""
         trajectory = Trajectory()
-        x0 = self.sample(model, shape, noise, device, progress, record_every, trajectory)
+        x0 = self.sample(
+            model, shape, noise, device, progress, record_every=record_every, trajectory=trajectory, cond=cond
+        )
         return x0, trajectory
 
 

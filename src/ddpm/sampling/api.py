@@ -26,10 +26,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ddpm.diffusion.denoiser import Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
 from ddpm.sampling.ancestral import AncestralSampler
-from ddpm.sampling.base import Model, Sampler
+from ddpm.sampling.base import Sampler
 from ddpm.sampling.ddim import DDIMSampler
 from ddpm.sampling.dpm_solver import DPMSolverPPSampler
 from ddpm.sampling.noise import PerSampleNoise

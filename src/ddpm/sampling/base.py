@@ -1,25 +1,26 @@
-"""What every sampler shares: the model type, the sampler protocol and trajectory records.
+"""What every sampler shares: the sampler protocol, the chain base class and trajectory records.
 
 A sampler is built as ``Sampler(diffusion, **settings)`` and used as
-``sampler.sample(model, shape, noise, device, progress) -> x_0`` where ``model`` is any callable
-``model(x_t, t) -> output`` (``t``: int64 tensor [B] of ORIGINAL timestep indices ``0..T-1``; the
-output is what the diffusion's ``mean_type``/``var_type`` say: eps, x_0 or mu, plus the variance
-half for learned variance). ``sampler.num_steps`` is the number of network evaluations per image and
-``sampler.timesteps`` the increasing original indices the chain visits.
+``sampler.sample(model, shape, noise, device, progress, cond=cond) -> x_0`` where ``model`` is the
+project's one model call ``model(x_t, t, **cond) -> output`` (:class:`ddpm.diffusion.denoiser.Model`;
+``t``: int64 tensor [B] of ORIGINAL timestep indices ``0..T-1``; the output is what the diffusion's
+``mean_type``/``var_type`` say: eps, x_0 or mu, plus the variance half for learned variance).
+``sampler.num_steps`` is the number of network evaluations per image and ``sampler.timesteps`` the
+increasing original indices the chain visits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
+from ddpm.diffusion.denoiser import Cond, Model
+from ddpm.errors import ConfigError
 from ddpm.sampling.noise import NoiseSource
-
-Model = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass
@@ -56,6 +57,8 @@ class Sampler(Protocol):
         noise: NoiseSource,
         device: torch.device | str = "cpu",
         progress: bool = False,
+        *,
+        cond: Cond | None = None,
     ) -> Tensor: ...
 
 
@@ -63,6 +66,12 @@ class ChainSampler:
     """Shared ``sample``: draw x_T ~ N(0, I) and decode it with the subclass's ``sample_from``."""
 
     timesteps: list[int]
+
+    def chain_index(self, t: int) -> int:
+        """The position of ORIGINAL timestep ``t`` in ``self.timesteps``; a ConfigError if it is not there."""
+        if t not in self.timesteps:
+            raise ConfigError(f"timestep {t} is not on this sampler's chain: use one of sampler.timesteps")
+        return self.timesteps.index(t)
 
     @torch.no_grad()
     def sample(
@@ -72,14 +81,42 @@ class ChainSampler:
         noise: NoiseSource,
         device: torch.device | str = "cpu",
         progress: bool = False,
+        *,
         record_every: int = 0,
         trajectory: Trajectory | None = None,
+        cond: Cond | None = None,
     ) -> Tensor:
-        """Run the chain from x_T ~ N(0, I) at its last timestep; returns x_0 of shape [B, *shape]."""
-        x = noise.randn(shape, torch.device(device), torch.float32)
-        return self.sample_from(model, x, self.timesteps[-1], noise, progress, record_every, trajectory)
+        """Run the chain from x_T ~ N(0, I) at its last timestep; returns x_0 of shape [B, *shape].
 
-    def sample_from(self, model, x_t, t, noise, progress, record_every, trajectory) -> Tensor:
+        With ``record_every > 0`` and a ``trajectory``, x_t and the predicted x_0 are stored every
+        ``record_every`` steps and at the last step (the paper's progressive generation, Fig. 6).
+        ``cond`` (per-image tensors, leading dim B) is passed to every model call.
+        """
+        x = noise.randn(shape, torch.device(device), torch.float32)
+        return self.sample_from(
+            model,
+            x,
+            self.timesteps[-1],
+            noise,
+            progress,
+            record_every=record_every,
+            trajectory=trajectory,
+            cond=cond,
+        )
+
+    def sample_from(
+        self,
+        model: Model,
+        x_t: Tensor,
+        t: int,
+        noise: NoiseSource | None = None,
+        progress: bool = False,
+        *,
+        record_every: int = 0,
+        trajectory: Trajectory | None = None,
+        cond: Cond | None = None,
+    ) -> Tensor:
+        """Decode a given x_t at ORIGINAL timestep ``t`` (on the chain) down to x_0."""
         raise NotImplementedError
 
 
@@ -93,4 +130,4 @@ def should_record(trajectory: Trajectory | None, record_every: int, index: int) 
     return trajectory is not None and record_every > 0 and (index % record_every == 0 or index == 0)
 
 
-__all__ = ["ChainSampler", "Model", "Sampler", "Trajectory", "full_timestep", "should_record"]
+__all__ = ["ChainSampler", "Sampler", "Trajectory", "full_timestep", "should_record"]

@@ -20,9 +20,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ddpm.diffusion.denoiser import Cond, Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
-from ddpm.sampling.base import ChainSampler, Model, Trajectory, full_timestep, should_record
+from ddpm.sampling.base import ChainSampler, Trajectory, full_timestep, should_record
 from ddpm.sampling.noise import NoiseSource
 from ddpm.sampling.spacing import resolve_timesteps
 from ddpm.utils.progress import progress_bar
@@ -67,10 +68,12 @@ class DDIMSampler(ChainSampler):
         """Network evaluations per image."""
         return len(self.timesteps)
 
-    def predict(self, model: Model, x_t: Tensor, t: int) -> tuple[Tensor, Tensor]:
+    def predict(
+        self, model: Model, x_t: Tensor, t: int, *, cond: Cond | None = None
+    ) -> tuple[Tensor, Tensor]:
         """(x0_hat, eps_hat) of the network at ORIGINAL timestep t."""
         tt = full_timestep(t, x_t)
-        params = self.diffusion.p_mean_variance(model(x_t, tt), x_t, tt, self.clip_denoised)
+        params = self.diffusion.p_mean_variance(model(x_t, tt, **(cond or {})), x_t, tt, self.clip_denoised)
         return params.pred_x0, params.pred_eps
 
     def step_coefficients(self, i: int, eta: float | None = None) -> tuple[float, float, float]:
@@ -89,23 +92,21 @@ class DDIMSampler(ChainSampler):
         t: int,
         noise: NoiseSource | None = None,
         progress: bool = False,
+        *,
         record_every: int = 0,
         trajectory: Trajectory | None = None,
+        cond: Cond | None = None,
     ) -> Tensor:
-        """Decode a given x_t at ORIGINAL timestep ``t`` (on the chain) down to x_0.
+        """Decode a given x_t at ORIGINAL timestep ``t`` (on the chain) down to x_0 (eq. 12).
 
         ``noise`` may be None when ``eta == 0``.
         """
-        if t not in self.timesteps:
-            raise ConfigError(
-                f"timestep {t} is not on this sampler's chain: start from one of sampler.timesteps"
-            )
+        start = self.chain_index(t)
         if self.eta > 0 and noise is None:
             raise ConfigError("DDIM with eta > 0 needs a noise source")
         x = x_t
-        start = self.timesteps.index(t)
         for i in progress_bar(range(start, -1, -1), enabled=progress, description="DDIM", total=start + 1):
-            x0_hat, eps_hat = self.predict(model, x, self.timesteps[i])
+            x0_hat, eps_hat = self.predict(model, x, self.timesteps[i], cond=cond)
             a_s, dir_coef, sigma = self.step_coefficients(i)
             x = a_s * x0_hat + dir_coef * eps_hat
             if sigma > 0 and i > 0:
@@ -114,8 +115,22 @@ class DDIMSampler(ChainSampler):
                 trajectory.record(self.timesteps[i], x, x0_hat)
         return x
 
+    def _eps_and_x0(self, model: Model, x: Tensor, t: int, cond: Cond | None) -> tuple[Tensor, Tensor]:
+        """Unclipped (eps_hat, x0_hat) of the network at (x, ORIGINAL timestep t), for encoding."""
+        tt = full_timestep(t, x)
+        params = self.diffusion.p_mean_variance(model(x, tt, **(cond or {})), x, tt, False)
+        return params.pred_eps, params.pred_x0
+
     @torch.no_grad()
-    def encode(self, model: Model, x0: Tensor, t_end: int | None = None, progress: bool = False) -> Tensor:
+    def encode(
+        self,
+        model: Model,
+        x0: Tensor,
+        t_end: int | None = None,
+        progress: bool = False,
+        *,
+        cond: Cond | None = None,
+    ) -> Tensor:
         """Deterministic DDIM inversion: run the eta=0 ODE forwards from data x0 to x_{t_end}.
 
         Each step from S_i to S_{i+1} uses the network at (x_{S_i}, S_i), the mirror image of the
@@ -124,21 +139,14 @@ class DDIMSampler(ChainSampler):
         invert each other up to the discretisation error, which vanishes as the number of steps grows
         (DDIM Sec. 5.4). ``t_end`` (default: the last timestep) must be on the chain. No clipping.
         """
-        t_end = self.timesteps[-1] if t_end is None else int(t_end)
-        if t_end not in self.timesteps:
-            raise ConfigError(
-                f"t_end={t_end} is not on this sampler's chain: choose one of sampler.timesteps"
-            )
-        end = self.timesteps.index(t_end)
+        end = self.chain_index(self.timesteps[-1] if t_end is None else int(t_end))
         abar = self._abar
-        tt0 = full_timestep(self.timesteps[0], x0)
         a0 = float(abar[0].sqrt())
-        eps_hat = self.diffusion.p_mean_variance(model(a0 * x0, tt0), a0 * x0, tt0, False).pred_eps
+        eps_hat, _ = self._eps_and_x0(model, a0 * x0, self.timesteps[0], cond)
         x = a0 * x0 + float((1 - abar[0]).sqrt()) * eps_hat
         for i in progress_bar(range(end), enabled=progress, description="DDIM encode", total=end):
-            tt = full_timestep(self.timesteps[i], x)
-            params = self.diffusion.p_mean_variance(model(x, tt), x, tt, False)
-            x = float(abar[i + 1].sqrt()) * params.pred_x0 + float((1 - abar[i + 1]).sqrt()) * params.pred_eps
+            eps_hat, x0_hat = self._eps_and_x0(model, x, self.timesteps[i], cond)
+            x = float(abar[i + 1].sqrt()) * x0_hat + float((1 - abar[i + 1]).sqrt()) * eps_hat
         return x
 
 

@@ -36,9 +36,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ddpm.diffusion.denoiser import Cond, Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
-from ddpm.sampling.base import ChainSampler, Model, Trajectory, full_timestep, should_record
+from ddpm.sampling.base import ChainSampler, Trajectory, full_timestep, should_record
 from ddpm.sampling.noise import NoiseSource
 from ddpm.sampling.spacing import log_snr, resolve_timesteps
 from ddpm.utils.progress import progress_bar
@@ -93,7 +94,7 @@ class DPMSolverPPSampler(ChainSampler):
         return len(self.timesteps)
 
     def _update(
-        self, x: Tensor, i_s: int, i_t: int, history: list[Tensor], lambdas: list[float], order: int
+        self, x: Tensor, i_s: int, i_t: int, history: list[Tensor], lambdas: list[float], *, order: int
     ) -> Tensor:
         """One multistep update from chain index i_s to i_t (< i_s); history[-1] is D at i_s."""
         lam_s, lam_t = float(self._lambda[i_s]), float(self._lambda[i_t])
@@ -117,9 +118,11 @@ class DPMSolverPPSampler(ChainSampler):
         phi3 = (phi1 + h) / h**2 - 0.5
         return ratio * x - alpha_t * phi1 * d0 + alpha_t * phi2 * d1 - alpha_t * phi3 * d2
 
-    def predict_x0(self, model: Model, x_t: Tensor, t: int) -> Tensor:
+    def predict_x0(self, model: Model, x_t: Tensor, t: int, *, cond: Cond | None = None) -> Tensor:
+        """The data prediction D = x0_theta(x_t, t) at ORIGINAL timestep t (clipped if ``clip_denoised``)."""
         tt = full_timestep(t, x_t)
-        return self.diffusion.p_mean_variance(model(x_t, tt), x_t, tt, self.clip_denoised).pred_x0
+        out = model(x_t, tt, **(cond or {}))
+        return self.diffusion.p_mean_variance(out, x_t, tt, self.clip_denoised).pred_x0
 
     @torch.no_grad()
     def sample_from(
@@ -129,29 +132,28 @@ class DPMSolverPPSampler(ChainSampler):
         t: int,
         noise: NoiseSource | None = None,
         progress: bool = False,
+        *,
         record_every: int = 0,
         trajectory: Trajectory | None = None,
+        cond: Cond | None = None,
     ) -> Tensor:
         """Solve from a given x_t at ORIGINAL timestep ``t`` (on the chain) down to x_0.
 
         The solver is deterministic: ``noise`` is accepted for a uniform interface and not used.
         """
-        if t not in self.timesteps:
-            raise ConfigError(
-                f"timestep {t} is not on this sampler's chain: start from one of sampler.timesteps"
-            )
-        start = self.timesteps.index(t)
+        start = self.chain_index(t)
         x = x_t
         history: list[Tensor] = []
         lambdas: list[float] = []
-        for k, i in enumerate(
-            progress_bar(range(start, -1, -1), enabled=progress, description="DPM-Solver++", total=start + 1)
-        ):
-            d = self.predict_x0(model, x, self.timesteps[i])
+        bar = progress_bar(
+            range(start, -1, -1), enabled=progress, description="DPM-Solver++", total=start + 1
+        )
+        for k, i in enumerate(bar):
+            d = self.predict_x0(model, x, self.timesteps[i], cond=cond)
             history = [*history[-2:], d]
             lambdas = [*lambdas[-2:], float(self._lambda[i])]
             # the last step goes to sigma = 0: x_0 = D(x_{t_0}, t_0)
-            x = d if i == 0 else self._update(x, i, i - 1, history, lambdas, self.step_order(k, start))
+            x = d if i == 0 else self._update(x, i, i - 1, history, lambdas, order=self.step_order(k, start))
             if should_record(trajectory, record_every, i):
                 trajectory.record(self.timesteps[i], x, d)
         return x

@@ -12,16 +12,15 @@ indices, so it is called with ``t = S_i`` (see :meth:`SpacedDiffusion.wrap_model
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from ddpm.diffusion.denoiser import Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
 from ddpm.sampling.spacing import check_timesteps
-
-Model = Callable[[Tensor, Tensor], Tensor]
 
 
 def respaced_betas(diffusion: GaussianDiffusion, timesteps: Sequence[int]) -> Tensor:
@@ -41,7 +40,7 @@ def respaced_betas(diffusion: GaussianDiffusion, timesteps: Sequence[int]) -> Te
 
 
 class RespacedModel:
-    """Calls ``model`` with the original timestep ``S_i`` for respaced index ``i``.
+    """Calls ``model(x_t, S_i, **cond)`` for respaced index ``i`` (the conditioning passed through).
 
     A mu-predicting network predicts the mean of the ORIGINAL one-step posterior, which is not the
     mean of the respaced one; its output is turned into the x_0 it implies (with the original
@@ -56,9 +55,9 @@ class RespacedModel:
         self.base = base
         self.mu_to_x0 = mu_to_x0
 
-    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
+    def __call__(self, x_t: Tensor, t: Tensor, **cond: Tensor) -> Tensor:
         t_orig = self.timestep_map.to(t.device)[t]
-        out = self.model(x_t, t_orig)
+        out = self.model(x_t, t_orig, **cond)
         if not self.mu_to_x0:
             return out
         mean_part, var_part = self.base.split_output(out)
@@ -103,7 +102,7 @@ class SpacedDiffusion(GaussianDiffusion):
         return self.timestep_map.tolist()
 
     def wrap_model(self, model: Model) -> RespacedModel:
-        """``model`` called with respaced indices: maps them to original ones (and mu to x_0)."""
+        """``model`` on respaced indices (mapped to original ones, mu to x_0; ``**cond`` passed on)."""
         return RespacedModel(model, self.timestep_map, self.base, self._mu_to_x0)
 
 
