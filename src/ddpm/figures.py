@@ -9,8 +9,9 @@ GaussianDiffusion it was trained with and images in model space [-1, 1], and ret
 - :func:`progressive_generation`: the predicted x_0 along the reverse chain (paper Fig. 6).
 - :func:`shared_latent_samples`: samples from p(x_0 | x_t) sharing one x_t (paper Fig. 7).
 - :func:`interpolate`: interpolation of two images through their noisy latents at t (paper Fig. 8).
-- :func:`inpaint`: the reverse chain conditioned on known pixels (replacement conditioning; a trained
-  model used as a prior as in Sohl-Dickstein et al. 2015, Sec. 2.5).
+- :func:`inpaint`: the reverse chain conditioned on known pixels (replacement conditioning,
+  :func:`ddpm.sampling.inpaint.inpaint_replacement`; a trained model used as a prior as in
+  Sohl-Dickstein et al. 2015, Sec. 2.5).
 - :func:`rate_distortion`: rate (cumulative bits/dim of the variational bound) and distortion (RMSE
   of the x_0 prediction) along the reverse chain (paper Fig. 5, progressive lossy compression).
 
@@ -34,11 +35,13 @@ from ddpm.diffusion.likelihood import prior_bpd, vlb_term_bpd
 from ddpm.errors import ConfigError
 from ddpm.sampling.ancestral import AncestralSampler
 from ddpm.sampling.base import full_timestep
+from ddpm.sampling.inpaint import center_mask, inpaint_replacement
 from ddpm.sampling.noise import PerSampleNoise
 from ddpm.sampling.spacing import make_timesteps
 from ddpm.utils.rng import derive_seed, make_generator
 
 __all__ = [
+    "center_mask",
     "forward_process_strip",
     "image_grid_figure",
     "inpaint",
@@ -101,12 +104,6 @@ def _sampler(diffusion: GaussianDiffusion, sampler: AncestralSampler | None) -> 
             "the figures run the ancestral chain: pass an AncestralSampler (respaced if you like)"
         )
     return sampler
-
-
-def _device(x: Tensor | None, device: torch.device | str | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return x.device if x is not None else torch.device("cpu")
 
 
 def _noise_like(x: Tensor, *seed_parts: int | str) -> Tensor:
@@ -251,16 +248,6 @@ def interpolate(
 
 
 # ---------------------------------------------------------------------- inpainting
-def center_mask(shape: Sequence[int], fraction: float = 0.5) -> Tensor:
-    """A [1, H, W] mask that is 1 (known) everywhere but a centred square of side ``fraction`` * size."""
-    _, h, w = shape
-    mask = torch.ones(1, h, w)
-    dh, dw = max(1, round(h * fraction)), max(1, round(w * fraction))
-    top, left = (h - dh) // 2, (w - dw) // 2
-    mask[:, top : top + dh, left : left + dw] = 0
-    return mask
-
-
 @torch.no_grad()
 def inpaint(
     model: Model,
@@ -273,33 +260,17 @@ def inpaint(
 ) -> tuple[Figure, dict[str, Any]]:
     """Fill the unknown pixels (``mask == 0``) of ``x0`` by conditioning the reverse chain on the known ones.
 
-    After every reverse step the known pixels of x_{t-1} are replaced by a fresh draw from
-    q(x_{t-1} | x_0) and, at the end, by x_0 itself; the unknown pixels follow p_theta. This is the
-    replacement approximation of sampling the model prior times a delta on the known pixels
-    (Sohl-Dickstein et al. 2015, Sec. 2.5; Song et al. 2021's imputation). ``x0``: [N, C, H, W] or one
-    [C, H, W] image (then ``num_samples`` completions of it); ``mask``: broadcastable to ``x0``, 1 =
-    known (default: the centre square is unknown). Returns the figure and ``{"mask", "masked", "samples"}``.
+    The algorithm (replacement conditioning) is :func:`ddpm.sampling.inpaint.inpaint_replacement`.
+    ``x0``: [N, C, H, W] or one [C, H, W] image (then ``num_samples`` completions of it); ``mask``:
+    broadcastable to ``x0``, 1 = known (default: the centre square is unknown). Returns the figure and
+    ``{"mask", "masked", "samples"}``.
     """
     sampler = _sampler(diffusion, sampler)
     if x0.dim() == 3:
         x0 = x0.unsqueeze(0).expand(num_samples, *x0.shape).clone()
     mask = center_mask(x0.shape[1:]) if mask is None else mask
     mask = mask.to(device=x0.device, dtype=x0.dtype).expand_as(x0)
-    gen = make_generator(derive_seed("inpaint_known", seed), "cpu")
-
-    def hook(x: Tensor, t_next: int) -> Tensor:
-        if t_next < 0:
-            known = x0
-        else:
-            eps = torch.randn(x0.shape, generator=gen).to(device=x0.device, dtype=x0.dtype)
-            known = diffusion.q_sample(x0, full_timestep(t_next, x0), eps)
-        return mask * known + (1 - mask) * x
-
-    noise = PerSampleNoise(range(seed, seed + x0.shape[0]), x0.device)
-    x_T = noise.randn(x0.shape[1:], x0.device, x0.dtype)
-    t_top = sampler.timesteps[-1]
-    x_T = hook(x_T, t_top)
-    samples = sampler.sample_from(model, x_T, t_top, noise, hook=hook)
+    samples = inpaint_replacement(model, sampler, x0, mask, seed=seed)
     masked = x0 * mask  # the unknown region shown mid-grey (0 in model space)
     fig = image_grid_figure(
         [[x0[i], masked[i], samples[i]] for i in range(x0.shape[0])],

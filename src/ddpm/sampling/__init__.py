@@ -2,7 +2,8 @@
 
 Entry point: :func:`ddpm.sampling.sample` (or :func:`make_sampler` for a sampler object). Classes:
 :class:`AncestralSampler` (DDPM, full or respaced chain), :class:`DDIMSampler` (eta in [0, 1]),
-:class:`DPMSolverPPSampler` (2M / 3M). Hydra: the ``sampler`` config group.
+:class:`DPMSolverPPSampler` (2M / 3M). Hydra: the ``sampler`` config group. Inpainting by
+replacement conditioning: :func:`inpaint_replacement`.
 """
 
 from ddpm.sampling.ancestral import AncestralSampler
@@ -10,6 +11,7 @@ from ddpm.sampling.api import SAMPLERS, make_sampler, sample
 from ddpm.sampling.base import Sampler, Trajectory
 from ddpm.sampling.ddim import DDIMSampler
 from ddpm.sampling.dpm_solver import DPMSolverPPSampler
+from ddpm.sampling.inpaint import center_mask, inpaint_replacement
 from ddpm.sampling.noise import NoiseSource, PerSampleNoise
 from ddpm.sampling.respace import SpacedDiffusion
 from ddpm.sampling.spacing import SPACINGS, make_timesteps
@@ -25,6 +27,8 @@ __all__ = [
     "Sampler",
     "SpacedDiffusion",
     "Trajectory",
+    "center_mask",
+    "inpaint_replacement",
     "make_sampler",
     "make_timesteps",
     "sample",
