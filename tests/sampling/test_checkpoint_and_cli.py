@@ -10,13 +10,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.errors import CheckpointError, ConfigError
 from ddpm.lightning.checkpoint import load_module
 from ddpm.lightning.module import DDPMLitModule
 from ddpm.cli.ddpm_sample import sample as sample_app
-from ddpm.sampling import PerSampleNoise
+from ddpm.sampling import SAMPLERS, PerSampleNoise, make_sampler
 from ddpm.utils.config import config_dir
 from tests.helpers import run_cli
 from tests.sampling.helpers import TinyNet
@@ -70,6 +71,46 @@ def test_every_sampler_config_builds_a_working_sampler(name):
     sampler = hydra.utils.instantiate(cfg.sampler)(d)
     out = sampler.sample(TinyNet().eval(), (1, 4, 4), PerSampleNoise([0, 1]), "cpu")
     assert out.shape == (2, 1, 4, 4) and torch.isfinite(out).all()
+
+
+SAMPLER_CONFIGS = sorted(p.stem for p in (config_dir() / "sampler").glob("*.yaml"))
+
+
+def _sampler_config(name: str):
+    """configs/sampler/<name>.yaml composed on its own (with its defaults list)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(config_dir() / "sampler"), version_base="1.3"):
+        return compose(name)
+
+
+def _settings(sampler) -> dict:
+    """A sampler's attributes, tensors as lists and the diffusion by identity: comparable with ==."""
+    out = {}
+    for key, value in vars(sampler).items():
+        if isinstance(value, torch.Tensor):
+            value = value.tolist()
+        elif isinstance(value, torch.nn.Module):
+            value = (type(value).__name__, value.betas.tolist())
+        out[key] = value
+    return out
+
+
+def test_registry_and_sampler_configs_name_the_same_samplers():
+    assert set(SAMPLER_CONFIGS) == set(SAMPLERS)
+
+
+@pytest.mark.parametrize("name", SAMPLER_CONFIGS)
+def test_registry_and_sampler_config_build_the_same_sampler(name):
+    """``sampler=<name>`` (Hydra) and ``make_sampler("<name>")`` (Python) are one sampler, same defaults."""
+    cfg = _sampler_config(name)
+    cls, defaults = SAMPLERS[name]
+    assert {k: v for k, v in OmegaConf.to_container(cfg).items() if not k.startswith("_")} == defaults
+    d = GaussianDiffusion(num_timesteps=100)
+    from_config = hydra.utils.instantiate(cfg)(d)
+    from_registry = make_sampler(name, d)
+    assert type(from_config) is type(from_registry) is cls
+    assert _settings(from_config) == _settings(from_registry)
+    assert make_sampler(name.replace("_", "-"), d).timesteps == from_registry.timesteps
 
 
 def compose_sample(overrides: list[str]):

@@ -134,7 +134,7 @@ def test_dpm_solver_first_order_is_ddim():
         ("ancestral", {"steps": 20}),
         ("ddim", {"steps": 10, "spacing": "quadratic"}),
         ("ddim", {"steps": 10, "eta": 1.0}),
-        ("dpm_solver_pp", {"steps": 8}),
+        ("dpm_solver_pp_2m", {"steps": 8}),
         ("dpm_solver_pp_3m", {"steps": 12}),
     ],
 )

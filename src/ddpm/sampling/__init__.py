@@ -1,18 +1,20 @@
-"""Samplers: each takes any callable ``model(x_t, t) -> output`` and a GaussianDiffusion.
+"""Samplers: each takes the model call ``model(x_t, t, **cond) -> output`` and a GaussianDiffusion.
 
-Entry point: :func:`ddpm.sampling.sample` (or :func:`make_sampler` for a sampler object). Classes:
-:class:`AncestralSampler` (DDPM, full or respaced chain), :class:`DDIMSampler` (eta in [0, 1]),
-:class:`DPMSolverPPSampler` (2M / 3M). Hydra: the ``sampler`` config group. Inpainting by
-replacement conditioning: :func:`inpaint_replacement`.
+Entry points: :func:`iter_samples` (the one sampling loop: batches of images from per-image seeds),
+:func:`sample` (all images at once), :func:`make_sampler` (a sampler object by name, see
+:data:`SAMPLERS`, the same names as the Hydra ``sampler`` group). Classes: :class:`AncestralSampler`
+(DDPM, full or respaced chain), :class:`DDIMSampler` (eta in [0, 1]), :class:`DPMSolverPPSampler`
+(2M / 3M). Inpainting by replacement conditioning: :func:`inpaint_replacement`.
 """
 
 from ddpm.sampling.ancestral import AncestralSampler
-from ddpm.sampling.api import SAMPLERS, make_sampler, sample
 from ddpm.sampling.base import Sampler, Trajectory
 from ddpm.sampling.ddim import DDIMSampler
 from ddpm.sampling.dpm_solver import DPMSolverPPSampler
 from ddpm.sampling.inpaint import center_mask, inpaint_replacement
+from ddpm.sampling.loop import iter_samples, sample
 from ddpm.sampling.noise import NoiseSource, PerSampleNoise
+from ddpm.sampling.registry import SAMPLERS, make_sampler
 from ddpm.sampling.respace import SpacedDiffusion
 from ddpm.sampling.spacing import SPACINGS, make_timesteps
 
@@ -29,6 +31,7 @@ __all__ = [
     "Trajectory",
     "center_mask",
     "inpaint_replacement",
+    "iter_samples",
     "make_sampler",
     "make_timesteps",
     "sample",

@@ -1,0 +1,57 @@
+"""The samplers by name: :data:`SAMPLERS` and :func:`make_sampler`.
+
+The names and defaults are those of the Hydra ``sampler`` group (``configs/sampler/<name>.yaml``);
+a test keeps the two equal.
+
+======================  ===========================================================  =========
+name                    class and defaults                                           NFE
+======================  ===========================================================  =========
+``ancestral``           DDPM Algorithm 2 on all T steps (``steps=k`` respaces)        T (or k)
+``ancestral_respaced``  the same on ``steps=100`` uniformly spaced steps (improved    steps
+                        DDPM, Sec. 4)
+``ddim``                DDIM, ``eta=0.0``, ``spacing="uniform"``, ``steps=50``         steps
+``ddim_quadratic``      DDIM on quadratically spaced steps                           steps
+``dpm_solver_pp_2m``    DPM-Solver++(2M), ``spacing="logsnr"``, ``steps=20``           steps
+``dpm_solver_pp_3m``    DPM-Solver++(3M), the same with ``order=3``                   steps
+======================  ===========================================================  =========
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ddpm.diffusion.gaussian import GaussianDiffusion
+from ddpm.errors import ConfigError
+from ddpm.sampling.ancestral import AncestralSampler
+from ddpm.sampling.base import Sampler
+from ddpm.sampling.ddim import DDIMSampler
+from ddpm.sampling.dpm_solver import DPMSolverPPSampler
+
+_ANCESTRAL = {"clip_denoised": True, "steps": None, "spacing": "uniform"}
+_DDIM = {"steps": 50, "eta": 0.0, "spacing": "uniform", "clip_denoised": True}
+_DPM_2M = {"steps": 20, "order": 2, "spacing": "logsnr", "clip_denoised": True, "lower_order_final": True}
+
+# name -> (class, default settings); the same as configs/sampler/<name>.yaml
+SAMPLERS: dict[str, tuple[type[Sampler], dict[str, Any]]] = {
+    "ancestral": (AncestralSampler, _ANCESTRAL),
+    "ancestral_respaced": (AncestralSampler, {**_ANCESTRAL, "steps": 100}),
+    "ddim": (DDIMSampler, _DDIM),
+    "ddim_quadratic": (DDIMSampler, {**_DDIM, "spacing": "quadratic"}),
+    "dpm_solver_pp_2m": (DPMSolverPPSampler, _DPM_2M),
+    "dpm_solver_pp_3m": (DPMSolverPPSampler, {**_DPM_2M, "order": 3, "max_third_order_step": 1.0}),
+}
+
+
+def make_sampler(name: str, diffusion: GaussianDiffusion, **settings: Any) -> Sampler:
+    """Build the sampler called ``name`` (see the table above; ``-`` may stand for ``_``) for ``diffusion``.
+
+    ``settings`` override the defaults, e.g. ``make_sampler("ddim", d, steps=100, eta=0.5)``.
+    """
+    key = name.lower().replace("-", "_").replace("++", "_pp")
+    if key not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
+    cls, defaults = SAMPLERS[key]
+    return cls(diffusion, **{**defaults, **settings})
+
+
+__all__ = ["SAMPLERS", "make_sampler"]
