@@ -78,7 +78,7 @@ def test_history_is_a_buffer_saved_with_the_module():
 
 
 def test_uniform_sampler_draws_the_same_stream_as_the_default():
-    from ddpm.diffusion.losses import sample_timesteps
+    from ddpm.diffusion.timestep_sampler import sample_timesteps
 
     t, w = UniformTimestepSampler(100).sample(16, torch.device("cpu"), torch.Generator().manual_seed(3))
     assert torch.equal(t, sample_timesteps(16, 100, torch.device("cpu"), torch.Generator().manual_seed(3)))

@@ -18,8 +18,13 @@ from torch import Tensor, nn
 from ddpm.errors import ConfigError
 
 
-def sample_uniform(batch: int, num_timesteps: int, device: torch.device, generator=None) -> Tensor:
-    """t ~ Uniform{0, ..., T-1}, shape [batch], int64 (the same stream as ``losses.sample_timesteps``)."""
+def sample_timesteps(
+    batch: int, num_timesteps: int, device: torch.device, generator: torch.Generator | None = None
+) -> Tensor:
+    """t ~ Uniform{0, ..., T-1} (the paper's Uniform{1, ..., T}, Algorithm 1), shape [batch], int64.
+
+    The one uniform draw of the project: the losses and :class:`UniformTimestepSampler` use it.
+    """
     return torch.randint(0, num_timesteps, (batch,), device=device, generator=generator)
 
 
@@ -39,7 +44,7 @@ class UniformTimestepSampler(nn.Module):
         self, batch: int, device: torch.device, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         """(t [batch] int64, importance weights [batch] float32 = 1)."""
-        t = sample_uniform(batch, self.num_timesteps, device, generator)
+        t = sample_timesteps(batch, self.num_timesteps, device, generator)
         return t, torch.ones(batch, device=device)
 
     def update(self, t: Tensor, losses: Tensor) -> None:
@@ -132,4 +137,4 @@ class LossAwareTimestepSampler(UniformTimestepSampler):
         )
 
 
-__all__ = ["LossAwareTimestepSampler", "UniformTimestepSampler", "sample_uniform"]
+__all__ = ["LossAwareTimestepSampler", "UniformTimestepSampler", "sample_timesteps"]
