@@ -1,10 +1,13 @@
 """q(x_t | x_0) sampling statistics, the posterior, and the eps <-> x0 <-> mean conversions."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from ddpm.diffusion import GaussianDiffusion
+from ddpm.diffusion.likelihood import vlb_term_bpd
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +110,37 @@ def test_coefficients_cast_to_input_dtype(diffusion):
     x = torch.randn(2, 3, dtype=torch.float32)
     t = torch.tensor([1, 2])
     assert diffusion.q_sample(x, t, x).dtype == torch.float32
+
+
+# ---------------------------------------------------------------------- mean_type="mu"
+def _numpy_posterior(T: int, t: int) -> tuple[float, float, float]:
+    """(coef1, coef2, posterior variance) of q(x_{t-1} | x_t, x_0) (eqs. 6-7) for the linear schedule."""
+    betas = np.linspace(1e-4, 0.02, T)
+    abar = np.cumprod(1 - betas)
+    abar_prev = np.concatenate([[1.0], abar[:-1]])
+    coef1 = betas[t] * np.sqrt(abar_prev[t]) / (1 - abar[t])
+    coef2 = (1 - abar_prev[t]) * np.sqrt(1 - betas[t]) / (1 - abar[t])
+    return coef1, coef2, betas[t] * (1 - abar_prev[t]) / (1 - abar[t])
+
+
+def test_mu_prediction_keeps_the_network_mean_when_clipping():
+    """As the official p_mean_variance: a mu network's output is the mean; only x_0 is clipped."""
+    T, t = 50, 7
+    d = GaussianDiffusion(num_timesteps=T, mean_type="mu", var_type="fixed_small")
+    gen = torch.Generator().manual_seed(0)
+    x0 = (torch.randint(0, 256, (3, 1, 2, 2), generator=gen).double() / 127.5) - 1
+    x_t = d.q_sample(x0, torch.full((3,), t), torch.randn(x0.shape, generator=gen, dtype=torch.float64))
+    coef1, coef2, post_var = _numpy_posterior(T, t)
+    implied_x0 = 3.0 * torch.randn(x0.shape, generator=gen, dtype=torch.float64)  # leaves [-1, 1]
+    mu = coef1 * implied_x0 + coef2 * x_t  # the network output
+    tt = torch.full((3,), t)
+    params = d.p_mean_variance(mu, x_t, tt, clip_denoised=True)
+    assert torch.equal(params.mean, mu)
+    assert (implied_x0.abs() > 1).any() and params.pred_x0.abs().max() <= 1
+    torch.testing.assert_close(params.pred_x0, implied_x0.clamp(-1, 1), rtol=1e-9, atol=1e-9)
+    # the KL term uses the unclipped mean: KL(N(mu~, s^2) || N(mu, s^2)) = (mu~ - mu)^2 / (2 s^2)
+    true_mean = (coef1 * x0 + coef2 * x_t).numpy()
+    expected = ((true_mean - mu.numpy()) ** 2 / (2 * post_var)).reshape(3, -1).mean(1) / math.log(2)
+    for clip in (True, False):
+        got = vlb_term_bpd(d, mu, x0, x_t, tt, clip_denoised=clip)
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-9)

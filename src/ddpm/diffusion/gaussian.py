@@ -4,8 +4,8 @@ Notation follows Ho et al. (2020). Timesteps are 0-based indices ``t`` in ``[0, 
 the paper's step ``t + 1``. Every coefficient is computed once in float64 and cast to the dtype of
 the tensor it multiplies, as the official implementation does.
 
-This module knows nothing of Lightning or of any network: a model is any callable
-``model(x_t, t) -> output`` where ``t`` is an integer tensor of shape ``[B]``.
+This module knows nothing of Lightning or of any network: it turns network outputs into
+distributions; the network itself is called as :mod:`ddpm.diffusion.denoiser` describes.
 """
 
 from __future__ import annotations
@@ -215,8 +215,10 @@ class GaussianDiffusion(nn.Module):
     ) -> ReverseParams:
         """Turn the network output at (x_t, t) into p_theta(x_{t-1} | x_t).
 
-        The predicted x_0 is optionally clipped to [-1, 1] and the mean is then the posterior mean
-        given that x_0 (as in the official sampler). Without clipping this equals eq. 11.
+        For eps and x_0 prediction the predicted x_0 is optionally clipped to [-1, 1] and the mean is
+        the posterior mean (eq. 7) given that x_0 (the official sampler); without clipping this equals
+        eq. 11. For mu prediction the network's output is the mean as is and only the reported x_0
+        (and eps) is clipped, as the official ``p_mean_variance`` (``diffusion_utils_2.py``) does.
         """
         mean_part, var_part = self.split_output(model_output)
         variance, log_variance = self.reverse_variance(t, x_t, var_part)
@@ -228,7 +230,7 @@ class GaussianDiffusion(nn.Module):
             pred_x0 = self.x0_from_mean(x_t, t, mean_part)
         if clip_denoised:
             pred_x0 = pred_x0.clamp(-1.0, 1.0)
-        if self.mean_type == "mu" and not clip_denoised:
+        if self.mean_type == "mu":
             mean = mean_part
         else:
             mean, _, _ = self.q_posterior(pred_x0, x_t, t)
