@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ddpm.diffusion.denoiser import Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
-from ddpm.diffusion.likelihood import prior_bpd, vlb_term_bpd
+from ddpm.diffusion.likelihood import bound_term_at, bound_terms, prior_bpd, rate_distortion_curve
 from ddpm.errors import ConfigError
 from ddpm.sampling.ancestral import AncestralSampler
 from ddpm.sampling.base import full_timestep
@@ -291,16 +291,17 @@ def rate_distortion(
 ) -> tuple[Figure, dict[str, Any]]:
     """Rate and distortion of progressive lossy decompression along the reverse chain (paper Fig. 5).
 
-    For the chain x_T -> x_0 the receiver, having been sent x_T .. x_t, holds the rate
-    R(t) = L_T + sum_{s >= t} L_s (bits/dim of the variational bound's terms, eq. 5; L_0 is the decoder
-    term) and can reconstruct x_0 ≈ x̂_0(x_t) with distortion D(t) = RMSE(x_0, x̂_0) on the [0, 255]
-    scale. Terms are estimated on one draw x_t ~ q(x_t | x_0) per image. With ``num_points`` < T only
-    that many timesteps are evaluated, spaced quadratically (dense near t = 0, where the terms change
-    fastest), and each KL term stands for the timesteps nearest to it (a midpoint rule for the sum).
-    Returns the figure (distortion vs steps, rate vs steps, distortion vs rate) and
-    ``{"timesteps", "rate_bpd", "distortion_rmse", "terms_bpd", "weights", "prior_bpd"}``, from t = T to 0.
+    Terms from :func:`~ddpm.diffusion.likelihood.bound_terms` (image i's noise: ``PerSampleNoise``
+    seeded ``derive_seed("rate_distortion", seed, i)``), curve from
+    :func:`~ddpm.diffusion.likelihood.rate_distortion_curve`: once x_{t+1} is known the receiver holds
+    R(t) = L_T + sum_{s > t} L_s bits/dim (eq. 5; at t = 0 the bound minus the decoder term L_0) and
+    reconstructs x̂_0(x_{t+1}) with distortion D(t) = RMSE on the [0, 255] scale. With ``num_points``
+    < T only that many timesteps, spaced quadratically, are evaluated (the same per-timestep
+    :func:`~ddpm.diffusion.likelihood.bound_term_at`) and each term stands for the timesteps nearest
+    to it (a midpoint rule for the sums). Returns the figure and ``{"timesteps", "rate_bpd",
+    "distortion_rmse", "terms_bpd", "weights", "prior_bpd"}``, from t = T-1 to 0.
     """
-    T = diffusion.num_timesteps
+    T, n = diffusion.num_timesteps, x0.shape[0]
     if num_points is not None and not 2 <= num_points <= T:
         raise ConfigError(f"num_points must be in [2, {T}] (or None for all timesteps), got {num_points}")
     up = make_timesteps(T, num_points, "quadratic")  # ascending, 0 and T-1 included
@@ -308,39 +309,36 @@ def rate_distortion(
     lower = [1] + [(up[i - 1] + up[i]) // 2 + 1 for i in range(2, len(up))]
     upper = [lo - 1 for lo in lower[1:]] + [T - 1]
     weights_up = [1] + [hi - lo + 1 for lo, hi in zip(lower, upper)]
+    noise = PerSampleNoise([derive_seed("rate_distortion", seed, i) for i in range(n)], x0.device)
+    if len(up) == T:
+        bound = bound_terms(model, diffusion, x0, noise)
+        terms, x0_mse = bound.terms.sum(0) / n, bound.x0_mse.sum(0) / n
+    else:  # the evaluated timesteps, T-1 first as in bound_terms, each standing for its block
+        shape = x0.shape[1:]
+        evaluated = [
+            bound_term_at(model, diffusion, x0, noise.randn(shape, x0.device, x0.dtype), t) for t in up[::-1]
+        ][::-1]
+        owner = torch.repeat_interleave(torch.arange(len(up)), torch.tensor(weights_up)).to(x0.device)
+        terms = torch.stack([term.sum() / n for term, _, _ in evaluated])[owner]
+        x0_mse = torch.stack([mse.sum() / n for _, _, mse in evaluated])[owner]
+    prior = prior_bpd(diffusion, x0).double().sum() / n
+    rate, distortion = (v.cpu()[up[::-1]] for v in rate_distortion_curve(prior, terms, x0_mse))
     ts, weights = up[::-1], weights_up[::-1]
-    prior = float(prior_bpd(diffusion, x0).mean())
-    terms, distortion = [], []
-    for t in ts:
-        tt = full_timestep(t, x0)
-        x_t = diffusion.q_sample(x0, tt, _noise_like(x0, "rate_distortion", seed, t))
-        out = model(x_t, tt)
-        terms.append(float(vlb_term_bpd(diffusion, out, x0, x_t, tt).mean()))
-        params = diffusion.p_mean_variance(out, x_t, tt, clip_denoised=True)
-        distortion.append(float(((params.pred_x0 - x0) ** 2).mean().sqrt()) * 127.5)
-    rate = []
-    total = prior
-    for w, term in zip(weights, terms):
-        total += w * term
-        rate.append(total)
-    steps = [T - t for t in ts]
+    steps = [T - 1 - t for t in ts]  # reverse steps taken once x_{t+1} (paper index) is known
     fig = Figure(figsize=(11, 3.2), layout="constrained")
-    ax1, ax2, ax3 = fig.subplots(1, 3)
-    ax1.plot(steps, distortion)
-    ax1.set_xlabel("reverse process steps (T - t)")
-    ax1.set_ylabel("distortion (RMSE, [0, 255])")
-    ax2.plot(steps, rate)
-    ax2.set_xlabel("reverse process steps (T - t)")
-    ax2.set_ylabel("rate (bits/dim)")
-    ax3.plot(rate, distortion)
-    ax3.set_xlabel("rate (bits/dim)")
-    ax3.set_ylabel("distortion (RMSE, [0, 255])")
+    step_label, rate_label = "reverse process steps (T - t)", "rate (bits/dim)"
+    dist_label = "distortion (RMSE, [0, 255])"
+    panels = [(steps, distortion, step_label, dist_label), (steps, rate, step_label, rate_label)]
+    panels.append((rate, distortion, rate_label, dist_label))
+    for ax, (x, y, x_label, y_label) in zip(fig.subplots(1, 3), panels):
+        ax.plot(x, y)
+        ax.set(xlabel=x_label, ylabel=y_label)
     fig.suptitle("Progressive lossy compression: rate-distortion along the reverse chain", fontsize=10)
     return fig, {
         "timesteps": ts,
-        "rate_bpd": torch.tensor(rate),
-        "distortion_rmse": torch.tensor(distortion),
-        "terms_bpd": torch.tensor(terms),
+        "rate_bpd": rate,
+        "distortion_rmse": distortion,
+        "terms_bpd": terms.cpu()[ts],
         "weights": weights,
-        "prior_bpd": prior,
+        "prior_bpd": float(prior),
     }

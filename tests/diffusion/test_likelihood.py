@@ -3,14 +3,17 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 from scipy.stats import norm
 
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.diffusion.likelihood import (
+    bound_terms,
     discretized_gaussian_log_likelihood,
     normal_kl,
     prior_bpd,
+    rate_distortion_curve,
     vlb_term_bpd,
 )
 
@@ -66,3 +69,44 @@ def test_vlb_term_kl_and_decoder():
     params = d.p_mean_variance(eps, xt, t, clip_denoised=False)
     logp = discretized_gaussian_log_likelihood(x0, params.mean, 0.5 * params.log_variance)[0]
     assert abs(out[0].item() - (-logp.mean().item() / math.log(2))) < 1e-9
+
+
+# ---------------------------------------------------------------------- the whole bound
+def test_bound_terms_pass_the_conditioning_to_every_call():
+    d = GaussianDiffusion(num_timesteps=4)
+    calls = []
+
+    def model(x_t, t, *, label):
+        calls.append(int(t[0]))
+        assert label.shape == (x_t.shape[0],)
+        return 0.5 * x_t
+
+    noise = _Noise(torch.Generator().manual_seed(0), batch=2)
+    terms = bound_terms(model, d, torch.zeros(2, 1, 2, 2), noise, cond={"label": torch.tensor([1, 2])})
+    assert calls == [3, 2, 1, 0] and terms.terms.shape == (2, 4) and terms.terms.dtype == torch.float64
+    assert torch.equal(terms.total, terms.prior + terms.terms.sum(1))
+
+
+class _Noise:
+    """The duck-typed noise source of bound_terms: ``randn(shape, device, dtype) -> [B, *shape]``."""
+
+    def __init__(self, generator: torch.Generator, batch: int) -> None:
+        self.generator, self.batch = generator, batch
+
+    def randn(self, shape, device, dtype):
+        return torch.randn((self.batch, *shape), generator=self.generator, device=device, dtype=dtype)
+
+
+def test_rate_distortion_curve_closed_form():
+    """rate[k] = L_T + sum_{j>k} L_j (float64): the prior alone at k = T-1, the bound minus L_0 at k = 0."""
+    gen = torch.Generator().manual_seed(0)
+    prior = torch.tensor(1e-3, dtype=torch.float64)
+    terms = torch.rand(12, generator=gen, dtype=torch.float64)
+    mse = torch.rand(12, generator=gen, dtype=torch.float64) * 0.1
+    rate, distortion = rate_distortion_curve(prior, terms, mse)
+    expected = [float(prior) + sum(float(terms[j]) for j in range(k + 1, 12)) for k in range(12)]
+    np.testing.assert_allclose(rate.numpy(), expected, rtol=1e-14)
+    assert float(rate[-1]) == pytest.approx(float(prior), rel=1e-12)
+    assert float(rate[0]) == pytest.approx(float(prior + terms.sum() - terms[0]), rel=1e-14)
+    np.testing.assert_allclose(distortion.numpy(), np.sqrt(mse.numpy()) * 127.5, rtol=1e-14)
+    assert rate.dtype == distortion.dtype == torch.float64

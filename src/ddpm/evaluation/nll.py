@@ -18,7 +18,6 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from ddpm.diffusion.gaussian import GaussianDiffusion
-from ddpm.diffusion.likelihood import prior_bpd, vlb_term_bpd
-from ddpm.diffusion.losses import mean_flat
+from ddpm.diffusion.likelihood import BoundTerms, bound_terms, rate_distortion_curve
 from ddpm.evaluation.distributed import all_reduce_sum, barrier, rank_and_world
 from ddpm.sampling import PerSampleNoise
 from ddpm.utils.rng import derive_seed
@@ -39,54 +37,9 @@ log = logging.getLogger(__name__)
 Model = Callable[[Tensor, Tensor], Tensor]
 
 
-@dataclass
-class BoundTerms:
-    """Per-image terms of the bound, in bits/dim: ``prior`` [B], ``terms`` [B, T] (index t: the paper's
-    L_t, so ``terms[:, 0]`` is the decoder L_0), and the mean squared eps / x_0 prediction errors [B, T]."""
-
-    prior: Tensor
-    terms: Tensor
-    eps_mse: Tensor
-    x0_mse: Tensor
-
-    @property
-    def total(self) -> Tensor:
-        return self.prior + self.terms.sum(1)
-
-
 def nll_seeds(seed: int, indices: Sequence[int]) -> list[int]:
     """Per-image noise seeds of the bound (a stream separate from sampling's)."""
     return [derive_seed("nll", int(seed), int(i)) for i in indices]
-
-
-@torch.no_grad()
-def bound_terms(
-    model: Model,
-    diffusion: GaussianDiffusion,
-    x0: Tensor,
-    seeds: Sequence[int],
-    clip_denoised: bool = True,
-) -> BoundTerms:
-    """All terms of the bound for a batch of images x0 in [-1, 1] (one network call per timestep).
-
-    ``clip_denoised=True`` (the official default) evaluates the bound of the model as it samples,
-    with x_0 predictions clipped to [-1, 1]; either choice gives a valid bound.
-    """
-    batch, steps = x0.shape[0], diffusion.num_timesteps
-    noise = PerSampleNoise(seeds, x0.device)
-    terms = torch.zeros(batch, steps, dtype=torch.float64, device=x0.device)
-    eps_mse = torch.zeros_like(terms)
-    x0_mse = torch.zeros_like(terms)
-    for t in reversed(range(steps)):
-        tt = torch.full((batch,), t, device=x0.device, dtype=torch.long)
-        eps = noise.randn(x0.shape[1:], x0.device, x0.dtype)
-        x_t = diffusion.q_sample(x0, tt, eps)
-        output = model(x_t, tt)
-        terms[:, t] = vlb_term_bpd(diffusion, output, x0, x_t, tt, clip_denoised=clip_denoised).double()
-        params = diffusion.p_mean_variance(output, x_t, tt, clip_denoised=clip_denoised)
-        eps_mse[:, t] = mean_flat((params.pred_eps.float() - eps) ** 2).double()
-        x0_mse[:, t] = mean_flat((params.pred_x0.float() - x0) ** 2).double()
-    return BoundTerms(prior_bpd(diffusion, x0).double(), terms, eps_mse, x0_mse)
 
 
 class NLLStatistics:
@@ -134,7 +87,8 @@ class NLLStatistics:
         return round(float(self.count))
 
     def summary(self) -> dict[str, Any]:
-        """Bits/dim of the bound (mean over images), its terms, and the rate-distortion curve.
+        """Bits/dim of the bound (mean over images), its terms, and the rate-distortion curve
+        (:func:`~ddpm.diffusion.likelihood.rate_distortion_curve`).
 
         ``rate_bpd[k]``: bits sent once x_{k+1} (paper index) is known: L_T + sum_{j>k} L_j;
         ``distortion_rmse[k]``: RMSE of the x_0 prediction from x_{k+1} on the [0, 255] scale.
@@ -146,8 +100,7 @@ class NLLStatistics:
         var = (self.total_sq / n - mean**2).clamp(min=0)
         terms = self.terms / n
         prior = self.prior / n
-        tail = torch.flip(torch.cumsum(torch.flip(terms, [0]), 0), [0])  # tail[k] = sum_{j >= k} L_j
-        rate = prior + tail - terms
+        rate, distortion = rate_distortion_curve(prior, terms, self.x0_mse / n)
         return {
             "num_images": self.num,
             "bpd": float(mean),
@@ -160,7 +113,7 @@ class NLLStatistics:
             "eps_mse": (self.eps_mse / n).tolist(),
             "x0_mse": (self.x0_mse / n).tolist(),
             "rate_bpd": rate.tolist(),
-            "distortion_rmse": ((self.x0_mse / n).sqrt() * 127.5).tolist(),
+            "distortion_rmse": distortion.tolist(),
         }
 
 
@@ -193,7 +146,8 @@ def _accumulate(
         x0 = _images(batch).to(device, torch.float32)
         chunk = indices[start : start + x0.shape[0]]
         start += x0.shape[0]
-        stats.update(bound_terms(model, diffusion, x0, nll_seeds(seed, chunk), clip_denoised))
+        noise = PerSampleNoise(nll_seeds(seed, chunk), x0.device)
+        stats.update(bound_terms(model, diffusion, x0, noise, clip_denoised=clip_denoised))
         if bar is not None:
             bar.update(x0.shape[0])
     return stats
