@@ -2,13 +2,16 @@
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
+from ddpm.cli.ddpm_train import train
 from ddpm.diffusion import GaussianDiffusion, SimpleLoss
 from ddpm.lightning import DDPMLitModule
 from ddpm.models import UNet
-from ddpm.cli.ddpm_train import train
 from tests.helpers import TINY, compose_train
 
 
@@ -102,3 +105,60 @@ def test_resume_repeats_uninterrupted_training_exactly(tmp_path, half):
     resumed = _run(tmp_path, "resumed", [f"trainer.max_steps={total}", f"ckpt_path={ckpt}"])
     assert resumed["trainer"].global_step == total
     _assert_same_state(straight, resumed)
+
+
+# ---------------------------------------------------------------------- conditioning
+KEYWORD_CALLS: list[tuple[bool, int]] = []  # (training?, batch size) of every call (the EMA copy too)
+
+
+class KeywordNet(nn.Module):
+    """A tiny U-Net called as ``net(x_t, t, label=...)``; it checks that the label matches the batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unet = UNet(1, 1, ch=32, ch_mult=(1,), num_res_blocks=1, attn_resolutions=(), resolution=8)
+        self.embed = nn.Embedding(10, 1)
+
+    def forward(self, x: Tensor, t: Tensor, *, label: Tensor) -> Tensor:
+        assert label.shape == (x.shape[0],) and t.shape == (x.shape[0],)
+        KEYWORD_CALLS.append((self.training, x.shape[0]))
+        return self.unet(x, t) + self.embed(label)[:, :, None, None]
+
+
+class LabelledImages(Dataset):
+    """Five 8x8 images with a class label, as ``(x0, {"label": y})`` or ``{"x0": x0, "label": y}``."""
+
+    def __init__(self, as_dict: bool) -> None:
+        self.images = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        self.as_dict = as_dict
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, dict[str, Tensor]] | dict[str, Tensor]:
+        label = torch.tensor(i % 10)
+        return {"x0": self.images[i], "label": label} if self.as_dict else (self.images[i], {"label": label})
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["pair", "dict"])
+def test_conditioning_reaches_the_network_in_training_and_validation(as_dict):
+    KEYWORD_CALLS.clear()
+    module = DDPMLitModule(KeywordNet(), GaussianDiffusion(num_timesteps=20), warmup_steps=0, ema_decay=0.9)
+    loader = DataLoader(LabelledImages(as_dict), batch_size=3)  # batches of 3 and 2
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, loader, loader)
+    assert trainer.global_step == 2
+    assert [size for training, size in KEYWORD_CALLS if training] == [3, 2]
+    # validation after the epoch: the raw and the EMA weights, on both batches
+    assert sorted(size for training, size in KEYWORD_CALLS if not training) == [2, 2, 3, 3]
+    assert torch.isfinite(trainer.callback_metrics["val/loss_ema"])
+    out = module(torch.zeros(2, 1, 8, 8), torch.tensor([0, 1]), label=torch.tensor([3, 4]))
+    assert out.shape == (2, 1, 8, 8)

@@ -75,3 +75,22 @@ def test_timestep_sampler_must_match_the_diffusion():
     d = GaussianDiffusion(num_timesteps=30)
     with pytest.raises(ConfigError, match="num_timesteps"):
         VLBLoss(LossAwareTimestepSampler(40))(TinyNet(), d, torch.zeros(2, 1, 4, 4))
+
+
+@pytest.mark.parametrize("loss_fn", [SimpleLoss(), VLBLoss(), HybridLoss()], ids=["simple", "vlb", "hybrid"])
+def test_losses_pass_the_conditioning_to_the_model(loss_fn):
+    d = GaussianDiffusion(num_timesteps=20)
+    net = TinyNet()
+    x0 = torch.rand(3, 1, 4, 4) * 2 - 1
+    seen = []
+
+    def model(x_t, t, *, scale):
+        seen.append(scale)
+        assert scale.shape == (x_t.shape[0], 1, 1, 1)
+        return net(x_t, t) * scale
+
+    scale = torch.ones(3, 1, 1, 1)
+    with_cond = loss_fn(model, d, x0, torch.Generator().manual_seed(1), cond={"scale": scale})
+    plain = loss_fn(net, d, x0, torch.Generator().manual_seed(1))
+    assert len(seen) == 1 and seen[0] is scale
+    assert torch.equal(with_cond, plain)  # the same draws of t and eps

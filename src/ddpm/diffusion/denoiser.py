@@ -5,17 +5,19 @@ tensor [B] of timestep indices 0..T-1; the output is what the diffusion's ``mean
 ``var_type`` say (eps, x_0 or mu, plus the variance half for a learned variance). ``cond`` holds
 optional per-example conditioning tensors with a leading batch dimension (e.g. ``class_labels`` [B]),
 passed through untouched, as improved-diffusion's ``model_kwargs`` and EDM's ``class_labels``; an
-unconditional call passes none.
+unconditional call passes none. :func:`split_batch` reads ``(x0, cond)`` from a data batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from torch import Tensor
 
 Cond = Mapping[str, Tensor]
+# A data batch: the images x0, a pair (x0, cond_dict) or a dict {"x0": x0, **cond}.
+Batch = Tensor | Sequence[Any] | Mapping[str, Tensor]
 
 
 class Model(Protocol):
@@ -34,4 +36,21 @@ def cond_to(cond: Cond | None, device: object) -> dict[str, Tensor]:
     return {key: value.to(device) for key, value in (cond or {}).items()}
 
 
-__all__ = ["Cond", "Model", "cond_slice", "cond_to"]
+def split_batch(batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+    """``(x0, cond)`` of a data batch: a Tensor x0 (unconditional), a pair ``(x0, cond_dict)`` or a
+    dict ``{"x0": x0, **cond}``; ``cond`` holds per-example tensors with a leading batch dimension."""
+    if isinstance(batch, Tensor):
+        return batch, {}
+    if isinstance(batch, Mapping):
+        if "x0" not in batch:
+            raise ValueError(f"a dict batch needs its images under 'x0', got keys {sorted(batch)}")
+        return batch["x0"], {key: value for key, value in batch.items() if key != "x0"}
+    if isinstance(batch, Sequence) and len(batch) == 2 and isinstance(batch[1], Mapping):
+        return batch[0], dict(batch[1])
+    raise TypeError(
+        "a batch must be a Tensor x0, a pair (x0, cond_dict) or a dict {'x0': x0, **cond}, got "
+        f"{type(batch).__name__}"
+    )
+
+
+__all__ = ["Batch", "Cond", "Model", "cond_slice", "cond_to", "split_batch"]

@@ -1,35 +1,39 @@
-"""Training losses, one small class each (called as ``loss(model, diffusion, x0, generator)``).
+"""Training losses, one small class each, called as ``loss(model, diffusion, x0, generator, cond=None)``.
 
 - :class:`SimpleLoss`: L_simple (eq. 14), the paper's choice; MSE on x0 or mu for the other targets.
 - :class:`VLBLoss`: the true variational bound L (eq. 5) with the discretised decoder (Table 2 "L").
 - :class:`HybridLoss`: improved DDPM's L_simple + 0.001 L_vlb with a stop-gradient on the mean.
 
-The VLB losses take an optional timestep sampler (:mod:`ddpm.diffusion.timestep_sampler`) for
-improved DDPM's importance sampling of t.
+Every loss draws t ~ Uniform (Algorithm 1) and eps, forms x_t (eq. 4) and calls the network once as
+``model(x_t, t, **cond)`` (:mod:`ddpm.diffusion.denoiser`). The VLB losses take an optional timestep
+sampler (:mod:`ddpm.diffusion.timestep_sampler`) for improved DDPM's importance sampling of t.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor, nn
 
+from ddpm.diffusion.denoiser import Cond, Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
-from ddpm.diffusion.likelihood import prior_bpd, vlb_term_bpd
+from ddpm.diffusion.likelihood import mean_flat, prior_bpd, vlb_term_bpd
+from ddpm.diffusion.timestep_sampler import sample_timesteps
 from ddpm.errors import ConfigError
 
-Model = Callable[[Tensor, Tensor], Tensor]
 
-
-def mean_flat(x: Tensor) -> Tensor:
-    """Mean over every dimension but the batch."""
-    return x.mean(dim=tuple(range(1, x.dim())))
-
-
-def sample_timesteps(batch: int, num_timesteps: int, device: torch.device, generator=None) -> Tensor:
-    """t ~ Uniform{0, ..., T-1} (the paper's Uniform{1, ..., T}), shape [batch], int64."""
-    return torch.randint(0, num_timesteps, (batch,), device=device, generator=generator)
+def noised_prediction(
+    model: Model,
+    diffusion: GaussianDiffusion,
+    x0: Tensor,
+    t: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    cond: Cond | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Draw eps, form x_t ~ q(x_t | x_0) (eq. 4) and run the model: ``(eps, x_t, output as float32)``."""
+    noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+    x_t = diffusion.q_sample(x0, t, noise)
+    return noise, x_t, model(x_t, t, **(cond or {})).float()
 
 
 class SimpleLoss(nn.Module):
@@ -46,13 +50,14 @@ class SimpleLoss(nn.Module):
         diffusion: GaussianDiffusion,
         x0: Tensor,
         generator: torch.Generator | None = None,
+        *,
+        cond: Cond | None = None,
     ) -> Tensor:
         t = sample_timesteps(x0.shape[0], diffusion.num_timesteps, x0.device, generator)
-        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
-        x_t = diffusion.q_sample(x0, t, noise)
-        mean_part, _ = diffusion.split_output(model(x_t, t))
+        noise, x_t, output = noised_prediction(model, diffusion, x0, t, generator=generator, cond=cond)
+        mean_part, _ = diffusion.split_output(output)
         target = diffusion.training_target(x0, x_t, t, noise)
-        return mean_flat((target - mean_part.float()) ** 2)
+        return mean_flat((target - mean_part) ** 2)
 
 
 # ---------------------------------------------------------------------- variational bound losses
@@ -67,8 +72,8 @@ class _TimestepMixin(nn.Module):
         sampler = self.timestep_sampler
         if sampler is not None and sampler.num_timesteps != diffusion.num_timesteps:
             raise ConfigError(
-                f"the timestep sampler has T={sampler.num_timesteps} but the diffusion "
-                f"T={diffusion.num_timesteps}: set its num_timesteps to ${{diffusion.num_timesteps}}"
+                f"the timestep sampler was built with num_timesteps={sampler.num_timesteps} but the "
+                f"diffusion has num_timesteps={diffusion.num_timesteps}; they must be equal"
             )
         if sampler is None or not self.training:
             t = sample_timesteps(x0.shape[0], diffusion.num_timesteps, x0.device, generator)
@@ -76,13 +81,17 @@ class _TimestepMixin(nn.Module):
         return sampler.sample(x0.shape[0], x0.device, generator)
 
     def _noised_prediction(
-        self, model: Model, diffusion: GaussianDiffusion, x0: Tensor, generator: torch.Generator | None
+        self,
+        model: Model,
+        diffusion: GaussianDiffusion,
+        x0: Tensor,
+        generator: torch.Generator | None,
+        cond: Cond | None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Draw t (and its weights) and eps, form x_t ~ q(x_t | x_0) (eq. 4), run the model on it."""
+        """Draw t (and its weights), then eps, x_t and the output (:func:`noised_prediction`)."""
         t, weights = self._draw(diffusion, x0, generator)
-        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
-        x_t = diffusion.q_sample(x0, t, noise)
-        return t, weights, noise, x_t, model(x_t, t).float()
+        noise, x_t, output = noised_prediction(model, diffusion, x0, t, generator=generator, cond=cond)
+        return t, weights, noise, x_t, output
 
     def _update(self, t: Tensor, vb: Tensor) -> None:
         if self.timestep_sampler is not None and self.training:
@@ -118,8 +127,10 @@ class VLBLoss(_TimestepMixin):
         diffusion: GaussianDiffusion,
         x0: Tensor,
         generator: torch.Generator | None = None,
+        *,
+        cond: Cond | None = None,
     ) -> Tensor:
-        t, weights, _noise, x_t, output = self._noised_prediction(model, diffusion, x0, generator)
+        t, weights, _noise, x_t, output = self._noised_prediction(model, diffusion, x0, generator, cond)
         vb = vlb_term_bpd(diffusion, output, x0, x_t, t, clip_denoised=False)
         self._update(t, vb)
         loss = vb * weights
@@ -153,8 +164,10 @@ class HybridLoss(_TimestepMixin):
         diffusion: GaussianDiffusion,
         x0: Tensor,
         generator: torch.Generator | None = None,
+        *,
+        cond: Cond | None = None,
     ) -> Tensor:
-        t, weights, noise, x_t, output = self._noised_prediction(model, diffusion, x0, generator)
+        t, weights, noise, x_t, output = self._noised_prediction(model, diffusion, x0, generator, cond)
         mean_part, var_part = diffusion.split_output(output)
         target = diffusion.training_target(x0, x_t, t, noise)
         mse = mean_flat((target - mean_part) ** 2)

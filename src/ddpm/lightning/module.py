@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from ddpm.diffusion.denoiser import Batch, Cond, split_batch
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.diffusion.losses import SimpleLoss
 from ddpm.utils.rng import derive_seed, make_generator
@@ -26,11 +27,12 @@ class DDPMLitModule(L.LightningModule):
     """Trains ``net`` to predict the diffusion's target (eps in the paper) and keeps an EMA copy.
 
     Args:
-        net: the denoiser, called as ``net(x_t, t)``.
+        net: the denoiser, called as ``net(x_t, t, **cond)`` (:mod:`ddpm.diffusion.denoiser`).
         diffusion: the forward process and parameterisation.
         optimizer: a factory ``optimizer(params) -> Optimizer`` (Hydra ``_partial_``);
             Adam(lr=2e-4) by default.
-        loss: a loss module called as ``loss(net, diffusion, x0, generator)`` returning per-example losses.
+        loss: a loss module called as ``loss(net, diffusion, x0, generator, cond=cond)`` returning
+            per-example losses.
         warmup_steps: linear LR warm-up length (5000 in the paper).
         ema_decay: EMA decay (0.9999 in the paper). The first update copies the weights.
         seed: base seed; the noise, timesteps and dropout of step s on rank r are a function of
@@ -77,8 +79,8 @@ class DDPMLitModule(L.LightningModule):
         """The EMA weights as a plain module; use it for all sampling and evaluation."""
         return self.ema.module
 
-    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
-        return self.net(x_t, t)
+    def forward(self, x_t: Tensor, t: Tensor, **cond: Tensor) -> Tensor:
+        return self.net(x_t, t, **cond)
 
     # ------------------------------------------------------------------ training
     def _micro_batch(self, batch_idx: int) -> int:
@@ -90,15 +92,21 @@ class DDPMLitModule(L.LightningModule):
         """A generator on this module's device seeded from (seed, *counters, rank)."""
         return make_generator(derive_seed(self.hparams.seed, *counters, self.global_rank), self.device)
 
-    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+    def _loss(self, net: nn.Module, x0: Tensor, cond: Cond, generator: torch.Generator) -> Tensor:
+        """Mean loss of ``net`` on x0 (with its conditioning), laid out in the module's memory format."""
+        x0 = x0.contiguous(memory_format=self.memory_format)
+        return self.loss_fn(net, self.diffusion, x0, generator, cond=cond).mean()
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        """L_simple (or the configured loss) of one batch (Algorithm 1); see :func:`split_batch`."""
         # Randomness keyed by (optimizer step, micro-batch, rank), not by the epoch's batch index,
         # which Lightning does not always restore exactly.
         step, micro = self.global_step, self._micro_batch(batch_idx)
         generator = self._generator("train", step, micro)
         # Dropout draws from the global RNG: reseed it from the same counters.
         torch.manual_seed(derive_seed(self.hparams.seed, "dropout", step, micro, self.global_rank))
-        batch = batch.contiguous(memory_format=self.memory_format)
-        loss = self.loss_fn(self.net, self.diffusion, batch, generator).mean()
+        x0, cond = split_batch(batch)
+        loss = self._loss(self.net, x0, cond, generator)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
@@ -123,13 +131,12 @@ class DDPMLitModule(L.LightningModule):
         self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
     # ------------------------------------------------------------------ validation
-    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """L_simple of the raw and EMA weights on held-out data, with fixed t and noise per batch."""
-        batch = batch.contiguous(memory_format=self.memory_format)
+        x0, cond = split_batch(batch)
         for name, net in (("val/loss", self.net), ("val/loss_ema", self.ema_net)):
-            generator = self._generator("val", batch_idx)
-            loss = self.loss_fn(net, self.diffusion, batch, generator).mean()
-            self.log(name, loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=batch.shape[0])
+            loss = self._loss(net, x0, cond, self._generator("val", batch_idx))
+            self.log(name, loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=x0.shape[0])
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:
