@@ -6,12 +6,11 @@ from ddpm.models.diffusers_port import (
     load_diffusers_unet,
     unet_kwargs_from_diffusers_config,
 )
-from ddpm.models.unet import UNet, count_parameters
+from ddpm.models.unet import UNet
 
 __all__ = [
     "UNet",
     "convert_diffusers_state_dict",
-    "count_parameters",
     "diffusers_config_for",
     "load_diffusers_unet",
     "unet_kwargs_from_diffusers_config",

@@ -28,17 +28,11 @@ __all__ = [
     "ResnetBlock",
     "UNet",
     "Upsample",
-    "count_parameters",
     "timestep_embedding",
 ]
 
 _GROUPS = 32  # GroupNorm groups, as in the official code
 _EPS = 1e-6  # GroupNorm epsilon, as in the official code (tf.contrib.layers.group_norm)
-
-
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of (shared parameters counted once) parameters of ``module``."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -214,7 +208,14 @@ class UNet(nn.Module):
         ch_mult = _int_tuple("ch_mult", ch_mult)
         attn_resolutions = _int_tuple("attn_resolutions", attn_resolutions)
         self._validate(
-            in_channels, out_channels, ch, ch_mult, num_res_blocks, attn_resolutions, dropout, resolution
+            in_channels=in_channels,
+            out_channels=out_channels,
+            ch=ch,
+            ch_mult=ch_mult,
+            num_res_blocks=num_res_blocks,
+            attn_resolutions=attn_resolutions,
+            dropout=dropout,
+            resolution=resolution,
         )
 
         self.in_channels = int(in_channels)
@@ -228,56 +229,55 @@ class UNet(nn.Module):
         self.num_resolutions = len(ch_mult)
         self.temb_ch = 4 * self.ch
 
-        # Timestep embedding MLP.
         self.temb = _TimestepMLP(self.ch, self.temb_ch)
-
-        # Downsampling path.
         self.conv_in = nn.Conv2d(self.in_channels, self.ch, kernel_size=3, stride=1, padding=1)
-        curr_res = self.resolution
-        in_ch_mult = (1, *ch_mult)
-        block_in = self.ch
-        self.down = nn.ModuleList()
-        for i_level in range(self.num_resolutions):
-            level = _Level()
-            block_in = self.ch * in_ch_mult[i_level]
-            block_out = self.ch * ch_mult[i_level]
-            for _ in range(self.num_res_blocks):
-                level.block.append(ResnetBlock(block_in, block_out, self.temb_ch, self.dropout))
-                block_in = block_out
-                if curr_res in attn_resolutions:
-                    level.attn.append(AttnBlock(block_in))
-            if i_level != self.num_resolutions - 1:
-                level.downsample = Downsample(block_in)
-                curr_res //= 2
-            self.down.append(level)
-
-        # Middle.
-        self.mid = _Mid(block_in, self.temb_ch, self.dropout)
-
-        # Upsampling path; ``up[i]`` is the level at the resolution of ``down[i]`` (built in reverse).
-        up_levels: list[_Level] = []
-        for i_level in reversed(range(self.num_resolutions)):
-            level = _Level()
-            block_out = self.ch * ch_mult[i_level]
-            skip_in = self.ch * ch_mult[i_level]
-            for i_block in range(self.num_res_blocks + 1):
-                if i_block == self.num_res_blocks:
-                    skip_in = self.ch * in_ch_mult[i_level]
-                level.block.append(ResnetBlock(block_in + skip_in, block_out, self.temb_ch, self.dropout))
-                block_in = block_out
-                if curr_res in attn_resolutions:
-                    level.attn.append(AttnBlock(block_in))
-            if i_level != 0:
-                level.upsample = Upsample(block_in)
-                curr_res *= 2
-            up_levels.insert(0, level)
-        self.up = nn.ModuleList(up_levels)
-
-        # Output.
-        self.norm_out = _normalize(block_in)
-        self.conv_out = nn.Conv2d(block_in, self.out_channels, kernel_size=3, stride=1, padding=1)
+        self.down = nn.ModuleList([self._down_level(i) for i in range(self.num_resolutions)])
+        self.mid = _Mid(self.ch * ch_mult[-1], self.temb_ch, self.dropout)
+        # ``up[i]`` is the level at the resolution of ``down[i]``, built from the lowest resolution up.
+        built = [self._up_level(i) for i in reversed(range(self.num_resolutions))]
+        self.up = nn.ModuleList(built[::-1])
+        self.norm_out = _normalize(self.ch * ch_mult[0])
+        self.conv_out = nn.Conv2d(self.ch * ch_mult[0], self.out_channels, kernel_size=3, stride=1, padding=1)
 
         self.reset_parameters()
+
+    def _has_attention(self, i_level: int) -> bool:
+        """Whether level ``i_level`` (feature maps ``resolution / 2**i_level``) has self-attention."""
+        return self.resolution // 2**i_level in self.attn_resolutions
+
+    def _down_level(self, i_level: int) -> _Level:
+        """``num_res_blocks`` ResNet blocks (+ attention), then a downsample except at the last level."""
+        level = _Level()
+        block_in = self.ch * (1, *self.ch_mult)[i_level]
+        block_out = self.ch * self.ch_mult[i_level]
+        for _ in range(self.num_res_blocks):
+            level.block.append(ResnetBlock(block_in, block_out, self.temb_ch, self.dropout))
+            block_in = block_out
+            if self._has_attention(i_level):
+                level.attn.append(AttnBlock(block_in))
+        if i_level != self.num_resolutions - 1:
+            level.downsample = Downsample(block_in)
+        return level
+
+    def _up_level(self, i_level: int) -> _Level:
+        """``num_res_blocks + 1`` ResNet blocks on [h, skip] (+ attention), then an upsample (not at 0)."""
+        level = _Level()
+        block_in = self.ch * self.ch_mult[min(i_level + 1, self.num_resolutions - 1)]
+        block_out = self.ch * self.ch_mult[i_level]
+        for i_block in range(self.num_res_blocks + 1):
+            # the last block's skip is the level's input (the previous level's output or conv_in's)
+            skip_mult = (
+                (1, *self.ch_mult)[i_level] if i_block == self.num_res_blocks else self.ch_mult[i_level]
+            )
+            level.block.append(
+                ResnetBlock(block_in + self.ch * skip_mult, block_out, self.temb_ch, self.dropout)
+            )
+            block_in = block_out
+            if self._has_attention(i_level):
+                level.attn.append(AttnBlock(block_in))
+        if i_level != 0:
+            level.upsample = Upsample(block_in)
+        return level
 
     @staticmethod
     def _validate(
@@ -296,8 +296,8 @@ class UNet(nn.Module):
             )
         if ch < _GROUPS or ch % _GROUPS != 0:
             raise ConfigError(
-                f"UNet: ch={ch} must be a positive multiple of {_GROUPS} (GroupNorm uses {_GROUPS} groups); "
-                f"set model.ch to e.g. {max(_GROUPS, round(ch / _GROUPS) * _GROUPS)}"
+                f"UNet: ch={ch} must be a positive multiple of {_GROUPS} (GroupNorm uses {_GROUPS} groups), "
+                f"e.g. {max(_GROUPS, round(ch / _GROUPS) * _GROUPS)}"
             )
         if not ch_mult or any(m < 1 for m in ch_mult):
             raise ConfigError(f"UNet: ch_mult must be a non-empty list of positive ints, got {list(ch_mult)}")
@@ -318,7 +318,7 @@ class UNet(nn.Module):
             warnings.warn(
                 f"UNet: attn_resolutions {list(attn_resolutions)} contains {unknown}, which no level has "
                 f"(level resolutions for resolution={resolution}, ch_mult={list(ch_mult)}: {level_res}), "
-                "so no attention is added there; fix model.attn_resolutions",
+                "so no attention is added there",
                 UserWarning,
                 stacklevel=3,
             )
@@ -341,20 +341,23 @@ class UNet(nn.Module):
                 nn.init.zeros_(m.proj_out.weight)
         nn.init.zeros_(self.conv_out.weight)
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """The shape ``(in_channels, resolution, resolution)`` of one input image."""
+        return (self.in_channels, self.resolution, self.resolution)
+
     def _check_inputs(self, x: Tensor, t: Tensor) -> None:
         if x.ndim != 4:
             raise ConfigError(f"UNet expects x of shape [B, C, H, W], got shape {tuple(x.shape)}")
         b, c, hgt, wid = x.shape
         if c != self.in_channels:
             raise ConfigError(
-                f"UNet: input has {c} channels but model.in_channels={self.in_channels}; "
-                f"set model.in_channels={c} (or fix the data's channel count)"
+                f"UNet got {c} input channels but was built with in_channels={self.in_channels}"
             )
         if hgt != self.resolution or wid != self.resolution:
             raise ConfigError(
-                f"UNet: input size {hgt}x{wid} does not match model.resolution={self.resolution} "
-                f"(expected {self.resolution}x{self.resolution}); set model.resolution / data.image_size "
-                "so they agree"
+                f"UNet got input size {hgt}x{wid} but was built for resolution={self.resolution} "
+                f"({self.resolution}x{self.resolution} images)"
             )
         if t.ndim != 1 or t.shape[0] != b:
             raise ConfigError(
