@@ -104,7 +104,7 @@ def diffusers_config_for(
 ) -> dict[str, Any]:
     """Keyword arguments for diffusers' ``UNet2DModel`` that build exactly ``UNet(**same_args)``.
 
-    The defaults give the CIFAR-10 DDPM config of REFERENCE.md section 5.
+    The defaults give the CIFAR-10 DDPM config (that of the released ``google/ddpm-cifar10-32``).
     """
     ch_mult = [int(m) for m in ch_mult]
     attn = {int(r) for r in attn_resolutions}
@@ -134,17 +134,8 @@ def diffusers_config_for(
     }
 
 
-def unet_kwargs_from_diffusers_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for :class:`UNet` from a diffusers ``UNet2DModel`` ``config.json`` dict.
-
-    Missing keys take diffusers' defaults. Raises ``ValueError`` naming every setting that the DDPM U-Net
-    does not support (another time embedding, multi-head attention, class conditioning, ...).
-    """
-    cls = config.get("_class_name", "UNet2DModel")
-    if cls != "UNet2DModel":
-        raise ValueError(f"diffusers config: _class_name={cls!r} is not supported, only 'UNet2DModel'")
-    cfg = {**_DIFFUSERS_DEFAULTS, **{k: v for k, v in config.items() if not k.startswith("_")}}
-
+def _required_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """The settings of ``cfg`` that differ from the values the DDPM U-Net needs (``_REQUIRED``)."""
     problems = []
     for key, want in _REQUIRED.items():
         got = cfg[key]
@@ -155,10 +146,12 @@ def unet_kwargs_from_diffusers_config(config: Mapping[str, Any]) -> dict[str, An
         )
         if not same:
             problems.append(f"{key}={got!r} (need {want!r})")
+    return problems
 
-    boc = [int(c) for c in cfg["block_out_channels"]]
-    down = list(cfg["down_block_types"])
-    up = list(cfg["up_block_types"])
+
+def _block_problems(cfg: Mapping[str, Any], boc: list[int], down: list[str], up: list[str]) -> list[str]:
+    """What in the channel counts, block types and attention settings the DDPM U-Net cannot build."""
+    problems = []
     ch = boc[0] if boc else 0
     if not boc or any(c % ch for c in boc):
         problems.append(f"block_out_channels={boc} (need multiples of block_out_channels[0])")
@@ -177,8 +170,7 @@ def unet_kwargs_from_diffusers_config(config: Mapping[str, Any]) -> dict[str, An
             f"block types {bad_types} (need DownBlock2D/AttnDownBlock2D, UpBlock2D/AttnUpBlock2D)"
         )
     down_attn = [t == "AttnDownBlock2D" for t in down]
-    up_attn = [t == "AttnUpBlock2D" for t in reversed(up)]
-    if down_attn != up_attn:
+    if down_attn != [t == "AttnUpBlock2D" for t in reversed(up)]:
         problems.append(f"down_block_types={down} and up_block_types={up} put attention at different levels")
     head_dim = cfg["attention_head_dim"]
     if head_dim is not None:
@@ -188,28 +180,48 @@ def unet_kwargs_from_diffusers_config(config: Mapping[str, Any]) -> dict[str, An
                 f"attention_head_dim={head_dim!r} gives multi-head attention "
                 "(need None: one head over all channels)"
             )
+    return problems
 
-    sample_size = cfg["sample_size"]
-    if isinstance(sample_size, list | tuple):
-        if len(sample_size) != 2 or sample_size[0] != sample_size[1]:
-            problems.append(f"sample_size={sample_size!r} (need a square size)")
-        sample_size = sample_size[0]
-    if sample_size is None:
+
+def _sample_size(value: Any) -> tuple[Any, list[str]]:
+    """The square ``sample_size`` of a config (an int, or a pair of equal ints) and its problems."""
+    problems = []
+    if isinstance(value, list | tuple):
+        if len(value) != 2 or value[0] != value[1]:
+            problems.append(f"sample_size={value!r} (need a square size)")
+        value = value[0]
+    if value is None:
         problems.append("sample_size=None (needed to place attention; add 'sample_size' to config.json)")
+    return value, problems
+
+
+def unet_kwargs_from_diffusers_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for :class:`UNet` from a diffusers ``UNet2DModel`` ``config.json`` dict.
+
+    Missing keys take diffusers' defaults. Raises ``ValueError`` naming every setting that the DDPM U-Net
+    does not support (another time embedding, multi-head attention, class conditioning, ...).
+    """
+    cls = config.get("_class_name", "UNet2DModel")
+    if cls != "UNet2DModel":
+        raise ValueError(f"diffusers config: _class_name={cls!r} is not supported, only 'UNet2DModel'")
+    cfg = {**_DIFFUSERS_DEFAULTS, **{k: v for k, v in config.items() if not k.startswith("_")}}
+    boc = [int(c) for c in cfg["block_out_channels"]]
+    down, up = list(cfg["down_block_types"]), list(cfg["up_block_types"])
+    sample_size, size_problems = _sample_size(cfg["sample_size"])
+    problems = _required_problems(cfg) + _block_problems(cfg, boc, down, up) + size_problems
     if problems:
         raise ValueError(
             "diffusers UNet2DModel config is not the DDPM U-Net architecture; unsupported setting(s): "
             + "; ".join(problems)
         )
-
-    resolution = int(sample_size)
+    resolution, ch = int(sample_size), boc[0]
     return {
         "in_channels": int(cfg["in_channels"]),
         "out_channels": int(cfg["out_channels"]),
         "ch": ch,
         "ch_mult": tuple(c // ch for c in boc),
         "num_res_blocks": int(cfg["layers_per_block"]),
-        "attn_resolutions": tuple(resolution // 2**i for i, a in enumerate(down_attn) if a),
+        "attn_resolutions": tuple(resolution // 2**i for i, t in enumerate(down) if t == "AttnDownBlock2D"),
         "dropout": float(cfg["dropout"]),
         "resolution": resolution,
     }
