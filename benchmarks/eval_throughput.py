@@ -31,9 +31,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.evaluation.inception import InceptionFeatureExtractor, make_random_inception_weights
-from ddpm.evaluation.pretrained import PRESETS
 from ddpm.models import UNet
 from ddpm.sampling import AncestralSampler, PerSampleNoise
+from ddpm.weights.released import PRESETS
 
 PAPER = {"num_samples": 50_000, "steps": 1000, "reference_images": 60_000, "nll_images": 10_000}
 

@@ -58,7 +58,11 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = N
     """Run a console entry point (e.g. ["ddpm-train", ...]) as a subprocess; returns CompletedProcess."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     full_env.update(env or {})
-    module = {"ddpm-train": "ddpm.cli.ddpm_train", "ddpm-eval": "ddpm.cli.ddpm_eval", "ddpm-sample": "ddpm.cli.ddpm_sample"}[args[0]]
+    module = {
+        "ddpm-train": "ddpm.cli.ddpm_train",
+        "ddpm-eval": "ddpm.cli.ddpm_eval",
+        "ddpm-sample": "ddpm.cli.ddpm_sample",
+    }[args[0]]
     return subprocess.run(
         [sys.executable, "-m", module, *args[1:]],
         cwd=cwd,

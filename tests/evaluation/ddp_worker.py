@@ -25,10 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.evaluation.distributed import barrier, rank_and_world
-from ddpm.evaluation.generation import ShardStore, generate, generate_shards
+from ddpm.evaluation.generation import (
+    GenerationSettings,
+    generate,
+    generate_shards,
+    read_images,
+    sample_store,
+)
 from ddpm.evaluation.inception import InceptionFeatureExtractor
 from ddpm.evaluation.metrics import accumulate, fid, statistics_for
-from ddpm.evaluation.nll import dataset_nll
+from ddpm.evaluation.nll import NLLSettings, dataset_nll
 from ddpm.evaluation.reference_stats import reference_statistics
 from ddpm.sampling import AncestralSampler
 from tests.evaluation.helpers import FakeDataModule, tiny_unet
@@ -47,19 +53,20 @@ def plain(out: Path, inception_path: str) -> None:
 
     stats = statistics_for(extractor, NUM_SAMPLES, (2, 1))
     my_indices = range(rank, NUM_SAMPLES, world)
-    accumulate(stats, extractor, generate(model, sampler, (3, 8, 8), my_indices, 0, batch_size=2), 4)
+    accumulate(stats, extractor, generate(model, sampler, (3, 8, 8), my_indices, seed=0, batch_size=2), 4)
     stats = stats.reduced()
     stats.check_complete()
 
-    store = ShardStore(out / "samples", "fp", NUM_SAMPLES, shard_size=2)
-    generate_shards(model, sampler, store, (3, 8, 8), 0, batch_size=2, progress=False)
+    settings = GenerationSettings(num_samples=NUM_SAMPLES, batch_size=2, shard_size=2, seed=0)
+    store = sample_store(out / "samples", "fp", settings)
+    generate_shards(model, sampler, store, image_shape=(3, 8, 8), settings=settings, progress=False)
     barrier()
 
     data = FakeDataModule(n_train=4, n_test=4)
     reference, _, _ = reference_statistics(data.train_set, "fake", "train", extractor, None, batch_size=2)
-    nll = dataset_nll(model, sampler.diffusion, data.val_set, batch_size=1)
+    nll = dataset_nll(model, sampler.diffusion, data.val_set, NLLSettings(batch_size=1))
     if rank == 0:
-        images = torch.cat([x for _, x in store.iter_shards(range(store.num_shards))])
+        images = torch.cat([x for _, x in read_images(store, range(store.num_shards))])
         result = {
             "world": world,
             "fid": fid(stats.features, reference.features),
@@ -81,6 +88,7 @@ def lightning(out: Path, inception_path: str, devices: int) -> None:
 
     from ddpm.callbacks.evaluation import FIDCallback
     from ddpm.callbacks.nll import NLLCallback
+    from ddpm.evaluation.fid_is import FIDSettings
     from ddpm.lightning import DDPMLitModule
 
     torch.set_num_threads(1)
@@ -95,13 +103,15 @@ def lightning(out: Path, inception_path: str, devices: int) -> None:
         every_n_steps=2,
         num_samples=NUM_SAMPLES,
         batch_size=2,
-        reference_splits=("train", "test"),
-        num_reference_images=4,
-        inception_weights=inception_path,
-        allow_download=False,
-        cache_dir=str(out / "cache"),
-        inception_batch_size=4,
-        is_splits=(2, 1),
+        protocol=FIDSettings(
+            reference_splits=("train", "test"),
+            num_reference_images=4,
+            inception_weights=inception_path,
+            allow_download=False,
+            cache_dir=str(out / "cache"),
+            batch_size=4,
+            is_splits=(2, 1),
+        ),
     )
     nll_callback = NLLCallback(every_n_steps=2, num_images=3, batch_size=1, output_dir=str(out / "nll"))
     trainer = L.Trainer(

@@ -50,7 +50,10 @@ def _fit(tmp_path, callbacks, max_steps=2):
 
 def test_fid_callback_logs_protocol_named_metrics(tmp_path, stub_inception):
     callback = FIDCallback(
-        every_n_steps=2, num_samples=10, batch_size=4, num_reference_images=6, cache_dir=tmp_path / "cache"
+        every_n_steps=2,
+        num_samples=10,
+        batch_size=4,
+        protocol={"num_reference_images": 6, "cache_dir": tmp_path / "cache"},
     )
     trainer, module = _fit(tmp_path, [callback])
     names = {
@@ -70,7 +73,7 @@ def test_fid_callback_logs_protocol_named_metrics(tmp_path, stub_inception):
 
 def test_callbacks_at_end_write_to_the_loggers(tmp_path, stub_inception):
     fid_callback = FIDCallback(
-        every_n_steps=0, num_samples=4, batch_size=4, reference_splits=("test",), at_end=True
+        every_n_steps=0, num_samples=4, batch_size=4, protocol={"reference_splits": ("test",)}, at_end=True
     )
     nll_callback = NLLCallback(
         every_n_steps=0, num_images=2, batch_size=2, at_end=True, output_dir=tmp_path / "nll"

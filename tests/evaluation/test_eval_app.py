@@ -10,7 +10,7 @@ import time
 import pytest
 
 from ddpm.cli.ddpm_eval import evaluate
-from ddpm.evaluation.generation import ShardStore
+from ddpm.io.shards import ShardStore
 from tests.helpers import compose_train, run_cli
 
 from .helpers import write_lightning_checkpoint

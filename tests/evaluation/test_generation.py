@@ -6,13 +6,16 @@ import torch
 
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.evaluation.generation import (
-    ShardStore,
+    GenerationSettings,
     describe_sampler,
     generate,
     generate_shards,
     generation_fingerprint,
     module_digest,
+    read_images,
+    sample_store,
 )
+from ddpm.io.shards import ShardStore
 from ddpm.sampling import AncestralSampler
 
 from .helpers import tiny_unet
@@ -31,7 +34,7 @@ def sampler():
 
 
 def _all(model, sampler, indices, seed, batch_size):
-    batches = list(generate(model, sampler, SHAPE, indices, seed, batch_size))
+    batches = list(generate(model, sampler, SHAPE, indices, seed=seed, batch_size=batch_size))
     return torch.cat([i for i, _ in batches]), torch.cat([x for _, x in batches])
 
 
@@ -57,16 +60,25 @@ def _store(tmp_path, model, sampler, num=7, shard=3, seed=0):
     fp = generation_fingerprint(
         weights=module_digest(model), sampler=describe_sampler(sampler), seed=seed, n=num
     )
-    return ShardStore(tmp_path / "samples", fp, num, shard)
+    return sample_store(
+        tmp_path / "samples", fp, GenerationSettings(num_samples=num, shard_size=shard, seed=seed)
+    )
 
 
 def _images(store):
-    return torch.cat([x for _, x in store.iter_shards(range(store.num_shards))])
+    return torch.cat([x for _, x in read_images(store, range(store.num_shards))])
+
+
+def _generate(model, sampler, store, batch_size):
+    settings = GenerationSettings(
+        num_samples=store.num_items, batch_size=batch_size, shard_size=store.shard_size
+    )
+    return generate_shards(model, sampler, store, image_shape=SHAPE, settings=settings, progress=False)
 
 
 def test_shards_hold_all_samples_as_uint8_nhwc(tmp_path, model, sampler):
     store = _store(tmp_path, model, sampler)
-    assert generate_shards(model, sampler, store, SHAPE, 0, batch_size=2, progress=False) == [0, 1, 2]
+    assert _generate(model, sampler, store, 2) == [0, 1, 2]
     with np.load(store.path(2)) as data:
         assert data["images"].shape == (1, 8, 8, 3) and data["images"].dtype == np.uint8
         assert data["indices"].tolist() == [6]
@@ -80,7 +92,7 @@ class Crash(Exception):
 
 def test_interrupted_generation_resumes_to_identical_samples(tmp_path, model, sampler, monkeypatch):
     reference = _store(tmp_path / "uninterrupted", model, sampler)
-    generate_shards(model, sampler, reference, SHAPE, 0, batch_size=2, progress=False)
+    _generate(model, sampler, reference, 2)
 
     store = _store(tmp_path / "interrupted", model, sampler)
     original_write = ShardStore.write
@@ -94,18 +106,18 @@ def test_interrupted_generation_resumes_to_identical_samples(tmp_path, model, sa
 
     monkeypatch.setattr(ShardStore, "write", write_then_crash)
     with pytest.raises(Crash):
-        generate_shards(model, sampler, store, SHAPE, 0, batch_size=2, progress=False)
+        _generate(model, sampler, store, 2)
     monkeypatch.setattr(ShardStore, "write", original_write)
-    assert [store.is_complete(s) for s in range(3)] == [True, False, False]
+    assert [store.has(s) for s in range(3)] == [True, False, False]
     assert not list(store.folder.glob(".*tmp*"))  # no half-written shard
 
     calls = []
     monkeypatch.setattr(AncestralSampler, "sample", _counting(AncestralSampler.sample, calls))
-    generate_shards(model, sampler, store, SHAPE, 0, batch_size=3, progress=False)  # another batch size
+    _generate(model, sampler, store, 3)  # another batch size
     assert len(calls) == 2  # shard 1 (3 samples) and shard 2 (1 sample); shard 0 was kept
     assert torch.equal(_images(store), _images(reference))
     calls.clear()
-    generate_shards(model, sampler, store, SHAPE, 0, batch_size=3, progress=False)
+    _generate(model, sampler, store, 3)
     assert calls == []  # everything complete: nothing regenerated
 
 
@@ -120,15 +132,15 @@ def _counting(fn, calls):
 @pytest.mark.parametrize("damage", ["truncate", "other_settings"])
 def test_corrupt_or_foreign_shards_are_regenerated(tmp_path, model, sampler, damage):
     store = _store(tmp_path, model, sampler)
-    generate_shards(model, sampler, store, SHAPE, 0, batch_size=4, progress=False)
+    _generate(model, sampler, store, 4)
     good = _images(store)
     if damage == "truncate":
         store.path(1).write_bytes(store.path(1).read_bytes()[:200])
     else:  # a shard left by a run with another seed in the same directory
         other = _store(tmp_path, model, sampler, seed=5)
-        other.write(1, torch.zeros(3, *SHAPE, dtype=torch.uint8))
-    assert not store.is_complete(1) and store.is_complete(0)
-    generate_shards(model, sampler, store, SHAPE, 0, batch_size=4, progress=False)
+        other.write(1, {"images": np.zeros((3, *SHAPE[1:], SHAPE[0]), dtype=np.uint8)})
+    assert not store.has(1) and store.has(0)
+    _generate(model, sampler, store, 4)
     assert torch.equal(_images(store), good)
 
 

@@ -9,7 +9,7 @@ from scipy.special import ndtr
 from torch import nn
 
 from ddpm.diffusion import GaussianDiffusion, SimpleLoss
-from ddpm.evaluation.nll import bound_terms, dataset_nll, dataset_nll_resumable, nll_seeds
+from ddpm.evaluation.nll import NLLSettings, bound_terms, dataset_nll, dataset_nll_resumable, nll_seeds
 from ddpm.models import UNet
 from ddpm.sampling import PerSampleNoise
 
@@ -89,7 +89,7 @@ def test_each_term_matches_an_independent_computation(var_type, clip):
     diffusion = GaussianDiffusion("linear", T, 1e-4, 0.2, var_type=var_type)
     x0 = RandomImages(3, shape=(3, 4, 4), seed=1).images
     seeds = nll_seeds(0, range(3))
-    result = bound_terms(AffineEps(), diffusion, x0, seeds, clip_denoised=clip)
+    result = bound_terms(AffineEps(), diffusion, x0, PerSampleNoise(seeds), clip_denoised=clip)
     # the noise the bound used: the same per-image generators, drawn for t = T-1 .. 0
     noise = PerSampleNoise(seeds)
     eps_by_t = {
@@ -107,22 +107,36 @@ def test_each_term_matches_an_independent_computation(var_type, clip):
 def test_bound_is_independent_of_batch_size_and_resumable(tmp_path, monkeypatch):
     diffusion = GaussianDiffusion("linear", T, 1e-4, 0.2)
     data = RandomImages(7, shape=(3, 4, 4))
-    a = dataset_nll(AffineEps(), diffusion, data, batch_size=2).summary()
-    b = dataset_nll(AffineEps(), diffusion, data, batch_size=7).summary()
+    a = dataset_nll(AffineEps(), diffusion, data, NLLSettings(batch_size=2)).summary()
+    b = dataset_nll(AffineEps(), diffusion, data, NLLSettings(batch_size=7)).summary()
     assert a["bpd"] == pytest.approx(b["bpd"], rel=1e-6)
     np.testing.assert_allclose(a["terms_bpd"], b["terms_bpd"], rtol=1e-6)
     assert a["num_images"] == 7 and len(a["terms_bpd"]) == T and len(a["rate_bpd"]) == T
     assert a["rate_bpd"][-1] == pytest.approx(a["prior_bpd"])  # knowing x_T costs the prior only
     assert a["rate_bpd"][0] + a["terms_bpd"][0] == pytest.approx(a["bpd"])  # + the decoder = everything
 
-    resumed = dataset_nll_resumable(AffineEps(), diffusion, data, tmp_path, "fp", shard_size=3, batch_size=2)
+    resumed = dataset_nll_resumable(
+        AffineEps(),
+        diffusion,
+        data,
+        tmp_path,
+        fingerprint="fp",
+        settings=NLLSettings(shard_size=3, batch_size=2),
+    )
     assert resumed.summary()["bpd"] == pytest.approx(a["bpd"], rel=1e-6)
-    first = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("nll_*.pt")}
+    first = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("nll_*.npz")}
     assert len(first) == 3
-    (tmp_path / "nll_00001.pt").unlink()  # as if killed before shard 1 was written
-    again = dataset_nll_resumable(AffineEps(), diffusion, data, tmp_path, "fp", shard_size=3, batch_size=3)
+    (tmp_path / "nll_00001.npz").unlink()  # as if killed before shard 1 was written
+    again = dataset_nll_resumable(
+        AffineEps(),
+        diffusion,
+        data,
+        tmp_path,
+        fingerprint="fp",
+        settings=NLLSettings(shard_size=3, batch_size=3),
+    )
     assert again.summary() == resumed.summary()  # bit-identical: shards summed in order
-    assert (tmp_path / "nll_00000.pt").stat().st_mtime_ns == first["nll_00000.pt"]  # kept, not recomputed
+    assert (tmp_path / "nll_00000.npz").stat().st_mtime_ns == first["nll_00000.npz"]  # kept, not recomputed
 
 
 def test_bound_of_untrained_model_is_finite_and_falls_with_training():
@@ -138,7 +152,7 @@ def test_bound_of_untrained_model_is_finite_and_falls_with_training():
     net = UNet(
         3, 3, ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0, resolution=8
     )
-    before = dataset_nll(net.eval(), diffusion, test, batch_size=8).summary()
+    before = dataset_nll(net.eval(), diffusion, test, NLLSettings(batch_size=8)).summary()
     assert math.isfinite(before["bpd"]) and before["bpd"] > 0
     optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
     net.train()
@@ -147,6 +161,6 @@ def test_bound_of_untrained_model_is_finite_and_falls_with_training():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    after = dataset_nll(net.eval(), diffusion, test, batch_size=8).summary()
+    after = dataset_nll(net.eval(), diffusion, test, NLLSettings(batch_size=8)).summary()
     assert math.isfinite(after["bpd"])
     assert after["bpd"] < before["bpd"] - 1.0, (before["bpd"], after["bpd"])

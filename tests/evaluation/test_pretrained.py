@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from ddpm.errors import CheckpointError, ConfigError
-from ddpm.evaluation.checkpoint import load_model
-from ddpm.evaluation.pretrained import PRESETS, load_pesser_state_dict
 from ddpm.models import UNet, diffusers_config_for
+from ddpm.weights.load import load_model
+from ddpm.weights.released import PRESETS, load_pesser_state_dict
 
 from .helpers import tiny_unet, write_lightning_checkpoint
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from ddpm.callbacks.run_config import RunConfigCallback
 from tests.helpers import TINY, compose_train
 
 
@@ -20,8 +21,8 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     cfg = compose_train([*TINY, "trainer.max_steps=1", "data.batch_size=8"], out)
     datamodule = hydra.utils.instantiate(cfg.data)
     module = hydra.utils.instantiate(cfg.module)
-    module.run_config = OmegaConf.to_container(cfg, resolve=True)
     trainer = L.Trainer(
+        callbacks=[RunConfigCallback(OmegaConf.to_container(cfg, resolve=True))],
         max_steps=1,
         accelerator="cpu",
         logger=False,
@@ -36,4 +37,3 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     trainer.save_checkpoint(path)
     torch.set_num_threads(threads)
     return path
-

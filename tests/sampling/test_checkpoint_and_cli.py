@@ -12,11 +12,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from ddpm.cli.ddpm_sample import generate_images as sample_app
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.errors import CheckpointError, ConfigError
-from ddpm.lightning.checkpoint import load_module
+from ddpm.io.checkpoint_file import read_checkpoint
 from ddpm.lightning.module import DDPMLitModule
-from ddpm.cli.ddpm_sample import sample as sample_app
+from ddpm.lightning.restore import checkpoint_config, load_module
 from ddpm.sampling import SAMPLERS, PerSampleNoise, make_sampler
 from ddpm.utils.config import config_dir
 from tests.helpers import run_cli
@@ -30,7 +31,10 @@ def test_load_module_restores_the_trained_module(tiny_checkpoint):
     state = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     for name, value in module.state_dict().items():
         assert torch.equal(value, state[name]), name
-    assert module.run_config["module"]["_target_"] == "ddpm.lightning.DDPMLitModule"
+    config = checkpoint_config(
+        read_checkpoint(tiny_checkpoint), tiny_checkpoint
+    )  # written by RunConfigCallback
+    assert config["module"]["_target_"] == "ddpm.lightning.DDPMLitModule"
     assert module.diffusion.num_timesteps == 100
 
 

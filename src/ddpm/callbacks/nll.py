@@ -6,15 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 
+from ddpm.callbacks.periodic import PeriodicEMACallback
 from ddpm.evaluation.metrics import count_label
-from ddpm.evaluation.nll import dataset_nll
+from ddpm.evaluation.nll import NLLSettings, dataset_nll
 from ddpm.evaluation.reference_stats import split_dataset
-from ddpm.evaluation.report import write_json
+from ddpm.io.atomic import atomic_write_json
 
 
-class NLLCallback(L.Callback):
+class NLLCallback(PeriodicEMACallback):
     """Every ``every_n_steps`` optimizer steps, the full bound (all T terms) on ``num_images`` images.
 
     Logs ``{prefix}nll_bpd_{n}_{split}`` and its prior / decoder terms; every rank evaluates its share
@@ -45,67 +45,39 @@ class NLLCallback(L.Callback):
         at_end: bool = False,
         prefix: str = "eval/",
     ) -> None:
-        self.every_n_steps = int(every_n_steps)
-        self.num_images = num_images
-        self.batch_size = int(batch_size)
-        self.split = split
-        self.seed = int(seed)
-        self.clip_denoised = clip_denoised
+        super().__init__(every_n_steps, at_end)
+        self.settings = NLLSettings(
+            split=split,
+            num_images=num_images,
+            batch_size=int(batch_size),
+            clip_denoised=clip_denoised,
+            seed=int(seed),
+        )
         self.output_dir = Path(output_dir) if output_dir is not None else None
-        self.at_end = at_end
         self.prefix = prefix
         self.last_summary: dict[str, Any] | None = None
-        self._last_step = -1
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        step = trainer.global_step
-        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
-            self.evaluate(trainer, pl_module)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.at_end and trainer.global_step != self._last_step:
-            self.evaluate(trainer, pl_module, log=False)
-
-    @torch.no_grad()
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, log: bool = True) -> dict[str, Any]:
-        """Compute (and log) the bound; every rank must call this (it does, from the hooks)."""
-        self._last_step = trainer.global_step
+    def run(self, trainer: L.Trainer, pl_module: L.LightningModule, final: bool) -> dict[str, float]:
         if trainer.datamodule is None:
             raise RuntimeError("NLLCallback needs the Trainer's datamodule")
-        dataset = split_dataset(trainer.datamodule, self.split)
-        num = len(dataset) if self.num_images is None else min(int(self.num_images), len(dataset))
-        net = pl_module.ema_net
-        was_training = net.training
-        net.eval()
-        try:
-            stats = dataset_nll(
-                net,
-                pl_module.diffusion,
-                dataset,
-                num,
-                self.batch_size,
-                self.seed,
-                pl_module.device,
-                self.clip_denoised,
-            )
-        finally:
-            net.train(was_training)
+        dataset = split_dataset(trainer.datamodule, self.settings.split)
+        stats = dataset_nll(pl_module.ema_net, pl_module.diffusion, dataset, self.settings, pl_module.device)
         summary = stats.summary()
         self.last_summary = summary
-        name = f"{count_label(num)}_{self.split}"
+        name = f"{count_label(summary['num_images'])}_{self.settings.split}"
         metrics = {
             f"{self.prefix}nll_bpd_{name}": summary["bpd"],
             f"{self.prefix}nll_prior_bpd_{name}": summary["prior_bpd"],
             f"{self.prefix}nll_decoder_bpd_{name}": summary["decoder_bpd"],
         }
-        if log:
-            pl_module.log_dict(metrics, on_step=True, on_epoch=False, sync_dist=False)
-        elif trainer.global_rank == 0:
-            for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=trainer.global_step)
+        self.log_metrics(trainer, pl_module, metrics, final)
         if self.output_dir is not None and trainer.global_rank == 0:
-            write_json(
-                self.output_dir / f"nll_step_{trainer.global_step:07d}.json",
-                {"step": trainer.global_step, **summary},
-            )
+            path = self.output_dir / f"nll_step_{trainer.global_step:07d}.json"
+            atomic_write_json(path, {"step": trainer.global_step, **summary})
         return metrics
+
+    def evaluate(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, log: bool = True
+    ) -> dict[str, float]:
+        """Compute (and log) the bound now; every rank must call this."""
+        return self._trigger(trainer, pl_module, final=not log)

@@ -6,17 +6,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
+from ddpm.callbacks.periodic import PeriodicEMACallback
 from ddpm.diffusion.gaussian import GaussianDiffusion
-from ddpm.sampling import AncestralSampler, PerSampleNoise
+from ddpm.sampling import AncestralSampler, iter_samples
 from ddpm.utils.images import image_grid, save_image_grid
 
 SamplerFactory = Callable[[GaussianDiffusion], object]
 
 
-class SampleGridCallback(L.Callback):
+class SampleGridCallback(PeriodicEMACallback):
     """Every ``every_n_steps`` optimizer steps (and at the end of training) sample the EMA model.
 
     The same ``seed`` is used every time, so successive grids show the same images improving.
@@ -40,45 +40,39 @@ class SampleGridCallback(L.Callback):
         sampler: SamplerFactory | None = None,
         show_progress: bool = False,
     ) -> None:
+        super().__init__(every_n_steps, at_end=True)
         self.output_dir = Path(output_dir)
-        self.every_n_steps = every_n_steps
         self.num_samples = num_samples
         self.seed = seed
         self.sampler_factory = sampler or AncestralSampler
         self.show_progress = show_progress
         self.last_path: Path | None = None
-        self._last_step = -1
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
-        step = trainer.global_step
-        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
-            self.make_grid(trainer, pl_module)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step != self._last_step:
-            self.make_grid(trainer, pl_module)
-
-    @torch.no_grad()
-    def make_grid(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path | None:
-        step = trainer.global_step
-        self._last_step = step
+    def run(self, trainer: L.Trainer, pl_module: L.LightningModule, final: bool) -> Path | None:
         if trainer.global_rank != 0:
             return None
-        net = pl_module.ema_net
-        was_training = net.training
-        net.eval()
-        sampler = self.sampler_factory(pl_module.diffusion)
-        shape = trainer.datamodule.image_shape if trainer.datamodule is not None else None
-        if shape is None:
+        if trainer.datamodule is None or getattr(trainer.datamodule, "image_shape", None) is None:
             raise RuntimeError("SampleGridCallback needs a datamodule with an image_shape")
-        noise = PerSampleNoise(range(self.seed, self.seed + self.num_samples), pl_module.device)
-        samples = sampler.sample(net, shape, noise, pl_module.device, progress=self.show_progress)
-        net.train(was_training)
-        path = save_image_grid(samples, self.output_dir / f"step_{step:07d}.png")
-        self.last_path = path
+        seeds = range(self.seed, self.seed + self.num_samples)
+        batches = iter_samples(
+            pl_module.ema_net,
+            self.sampler_factory(pl_module.diffusion),
+            tuple(trainer.datamodule.image_shape),
+            seeds,
+            batch_size=self.num_samples,
+            device=pl_module.device,
+            progress=self.show_progress,
+        )
+        samples = next(batches)[1]
+        step = trainer.global_step
+        self.last_path = save_image_grid(samples, self.output_dir / f"step_{step:07d}.png")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(key="samples", images=[str(path)], step=step)
+                logger.log_image(key="samples", images=[str(self.last_path)], step=step)
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("samples", image_grid(samples), step)
-        return path
+        return self.last_path
+
+    def make_grid(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path | None:
+        """Sample and save a grid now."""
+        return self._trigger(trainer, pl_module, final=False)

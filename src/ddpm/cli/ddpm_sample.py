@@ -13,7 +13,6 @@ Writes ``samples.png`` (a grid of the first ``png_max_images``) and/or ``samples
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,75 +20,52 @@ import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from ddpm.errors import ConfigError, DDPMError
-from ddpm.lightning.checkpoint import load_module
-from ddpm.sampling.noise import PerSampleNoise
+from ddpm.cli.task_wrapper import run_task
+from ddpm.errors import ConfigError
+from ddpm.io.atomic import atomic_write
+from ddpm.models.shape import image_shape_of
+from ddpm.sampling import iter_samples
 from ddpm.utils.config import config_dir
+from ddpm.utils.device import resolve_device
 from ddpm.utils.images import save_image_grid, to_uint8
+from ddpm.weights import load_model
 
-log = logging.getLogger("ddpm.sample")
-
-
-def resolve_device(name: str | None) -> torch.device:
-    if not name or name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but CUDA is not available: use device=cpu")
-    return device
+log = logging.getLogger(__name__)
 
 
-def image_shape_of(net: torch.nn.Module, override: Any = None) -> tuple[int, int, int]:
-    """(C, H, W) from ``override`` or the network's ``in_channels`` and ``resolution``."""
-    if override is not None:
-        shape = tuple(int(v) for v in override)
-        if len(shape) != 3:
-            raise ConfigError(f"image_shape must be [C, H, W], got {list(shape)}")
-        return shape  # type: ignore[return-value]
-    channels, resolution = getattr(net, "in_channels", None), getattr(net, "resolution", None)
-    if channels is None or resolution is None:
-        raise ConfigError("cannot tell the image shape from the network: set image_shape=[C,H,W]")
-    return int(channels), int(resolution), int(resolution)
-
-
-class _CountingModel:
-    """Advances a progress bar on every network call."""
-
-    def __init__(self, net: torch.nn.Module, progress: Progress | None, task: Any) -> None:
-        self.net, self.progress, self.task = net, progress, task
-
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = self.net(x_t, t)
-        if self.progress is not None:
-            self.progress.advance(self.task, x_t.shape[0])
-        return out
-
-
-@torch.no_grad()
-def sample(cfg: DictConfig) -> dict[str, Any]:
-    """Load the checkpoint, sample ``num_samples`` images, write PNG/NPZ; returns paths and images."""
+def _check(cfg: DictConfig) -> None:
     if cfg.num_samples < 1 or cfg.batch_size < 1:
         raise ConfigError("num_samples and batch_size must be >= 1")
     if not (cfg.save_png or cfg.save_npz):
         raise ConfigError("nothing to write: set save_png=true and/or save_npz=true")
+
+
+def _write(cfg: DictConfig, images: torch.Tensor, seeds: list[int], output_dir: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {"images": images, "seeds": seeds}
+    if cfg.save_png:
+        result["png"] = save_image_grid(
+            images[: int(cfg.png_max_images)], output_dir / "samples.png", cfg.nrow
+        )
+        log.info("Wrote %s", result["png"])
+    if cfg.save_npz:
+        array = to_uint8(images).permute(0, 2, 3, 1).numpy()
+        seeds_array = np.asarray(seeds, dtype=np.int64)
+        result["npz"] = atomic_write(
+            output_dir / "samples.npz", lambda f: np.savez(f, arr_0=array, seeds=seeds_array)
+        )
+        log.info("Wrote %s (%s uint8)", result["npz"], "x".join(map(str, array.shape)))
+    return result
+
+
+def generate_images(cfg: DictConfig) -> dict[str, Any]:
+    """Load the checkpoint, sample ``num_samples`` images, write PNG/NPZ; returns paths and images."""
+    _check(cfg)
     device = resolve_device(cfg.get("device"))
-    module = load_module(cfg.ckpt_path, map_location="cpu").to(device)
-    net = module.ema_net if cfg.use_ema else module.net
-    net.eval()
-    diffusion = module.diffusion
-    sampler = hydra.utils.instantiate(cfg.sampler)(diffusion)
-    shape = image_shape_of(net, cfg.get("image_shape"))
-    output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    loaded = load_model(cfg.ckpt_path, cfg.get("pretrained"), use_ema=cfg.use_ema)
+    net = loaded.net.to(device)
+    sampler = hydra.utils.instantiate(cfg.sampler)(loaded.diffusion.to(device))
+    shape = image_shape_of(net, loaded.config.get("model") if loaded.config else None, cfg.get("image_shape"))
     seeds = list(range(int(cfg.seed), int(cfg.seed) + int(cfg.num_samples)))
     log.info(
         "Sampling %d images %s with %s (%d network calls each) on %s",
@@ -99,48 +75,16 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         sampler.num_steps,
         device,
     )
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("images {task.fields[images]}/{task.fields[total_images]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
+    batches = iter_samples(
+        net, sampler, shape, seeds, batch_size=int(cfg.batch_size), device=device, progress=bool(cfg.progress)
     )
-    chunks = []
-    with Progress(*columns, disable=not cfg.progress, transient=False) as progress:
-        task = progress.add_task(
-            "network calls x images", total=len(seeds) * sampler.num_steps, images=0, total_images=len(seeds)
-        )
-        model = _CountingModel(net, progress, task)
-        for start in range(0, len(seeds), int(cfg.batch_size)):
-            batch_seeds = seeds[start : start + int(cfg.batch_size)]
-            noise = PerSampleNoise(batch_seeds, device)
-            chunks.append(sampler.sample(model, shape, noise, device).cpu())
-            progress.update(task, images=start + len(batch_seeds))
-    images = torch.cat(chunks)
-    result: dict[str, Any] = {"images": images, "seeds": seeds}
-    if cfg.save_png:
-        result["png"] = save_image_grid(
-            images[: int(cfg.png_max_images)], output_dir / "samples.png", cfg.nrow
-        )
-        log.info("Wrote %s", result["png"])
-    if cfg.save_npz:
-        path = output_dir / "samples.npz"
-        array = to_uint8(images).permute(0, 2, 3, 1).numpy()
-        np.savez(path, arr_0=array, seeds=np.asarray(seeds, dtype=np.int64))
-        result["npz"] = path
-        log.info("Wrote %s (%s uint8)", path, "x".join(map(str, array.shape)))
-    return result
+    images = torch.cat([x for _, x in batches])
+    return _write(cfg, images, seeds, Path(cfg.output_dir))
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="sample")
 def main(cfg: DictConfig) -> None:
-    try:
-        sample(cfg)
-    except DDPMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_task(generate_images, cfg)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ ddpm-train ... ckpt_path=/path/to/last.ckpt   # resume (into a new run directory
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +17,13 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm.errors import CheckpointError, ConfigError, DDPMError, RunDirectoryExistsError
+from ddpm.callbacks.run_config import RunConfigCallback
+from ddpm.cli.task_wrapper import run_task
+from ddpm.errors import ConfigError, RunDirectoryExistsError
+from ddpm.io.checkpoint_file import read_lightning_checkpoint
 from ddpm.utils.config import config_dir, instantiate_dict
 
 log = logging.getLogger("ddpm.train")
-
-
-def check_checkpoint(path: str | Path) -> None:
-    """Fail early, in one line, on a missing or unreadable checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist: check ckpt_path")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"checkpoint {path} is unreadable ({type(exc).__name__}); it is truncated or corrupt: "
-            "resume from another one (e.g. an earlier step_*.ckpt)"
-        ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path} is not a Lightning checkpoint of this project (no state_dict)")
 
 
 def check_run_directory(output_dir: Path) -> None:
@@ -96,57 +82,31 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     output_dir = Path(cfg.paths.output_dir)
     if cfg.get("ckpt_path"):
-        check_checkpoint(cfg.ckpt_path)
+        read_lightning_checkpoint(cfg.ckpt_path, mmap=True)  # fail early, in one line, on a bad file
     check_run_directory(output_dir)
 
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     module = hydra.utils.instantiate(cfg.module)
     check_shapes(module.net, tuple(datamodule.image_shape), module.diffusion.output_channels_factor)
-    module.run_config = OmegaConf.to_container(cfg, resolve=True)
-
-    callbacks = instantiate_dict(cfg.get("callbacks"))
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = [*instantiate_dict(cfg.get("callbacks")), RunConfigCallback(run_config)]
     loggers = instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     apply_global_batch_size(datamodule, cfg.get("global_batch_size"), trainer.world_size)
     for lg in loggers:
-        lg.log_hyperparams(module.run_config)
+        lg.log_hyperparams(run_config)
 
     log.info("Run directory: %s", output_dir)
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    finally:
-        # One W&B run per job, also between the jobs of a --multirun sweep.
-        for lg in loggers:
-            if type(lg).__name__ == "WandbLogger":
-                import wandb
-
-                wandb.finish()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.global_rank == 0:
         log.info("Finished: %s", {k: round(v, 5) for k, v in metrics.items()})
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule}
 
 
-def user_error(exc: BaseException) -> DDPMError | None:
-    """The DDPMError behind ``exc`` (Hydra wraps errors raised while instantiating), if any."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, DDPMError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    try:
-        metrics, _ = train(cfg)
-    except Exception as exc:
-        error = user_error(exc)
-        if error is None:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    metrics, _ = run_task(train, cfg)
     return metrics.get(cfg.get("optimized_metric") or "", None)
 
 

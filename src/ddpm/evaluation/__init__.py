@@ -3,13 +3,15 @@
 * :mod:`~ddpm.evaluation.inception`: the TF-compatible Inception (torch-fidelity), offline weights.
 * :mod:`~ddpm.evaluation.metrics`: float64 FID / IS statistics that all-reduce across ranks.
 * :mod:`~ddpm.evaluation.reference_stats`: cached statistics of dataset splits.
+* :mod:`~ddpm.evaluation.fid_is`: the FID/IS protocol's settings and stages (shared with the callback).
 * :mod:`~ddpm.evaluation.generation`: per-sample-seeded, sharded, resumable sample generation.
-* :mod:`~ddpm.evaluation.nll`: the full variational bound with per-timestep terms.
-* :mod:`~ddpm.evaluation.pretrained` / :mod:`~ddpm.evaluation.checkpoint`: released and own weights.
+* :mod:`~ddpm.evaluation.nll`: the full variational bound over a dataset, resumable.
+* :mod:`~ddpm.evaluation.protocol`: ``ddpm-eval``'s stages; :mod:`~ddpm.evaluation.paper_numbers`: the
+  published numbers; :mod:`~ddpm.evaluation.inception_check`: the real-data check of an Inception setup.
 """
 
-from ddpm.evaluation.checkpoint import load_lightning_checkpoint, load_model
-from ddpm.evaluation.generation import ShardStore, generate, generate_shards
+from ddpm.evaluation.fid_is import FIDSettings
+from ddpm.evaluation.generation import GenerationSettings, generate, generate_shards, sample_store
 from ddpm.evaluation.inception import (
     INCEPTION_FILENAME,
     InceptionFeatureExtractor,
@@ -27,37 +29,34 @@ from ddpm.evaluation.metrics import (
     frechet_distance,
     statistics_for,
 )
-from ddpm.evaluation.nll import NLLStatistics, bound_terms, dataset_nll, dataset_nll_resumable
-from ddpm.evaluation.pretrained import PRESETS, LoadedModel, load_diffusers_folder, load_pesser_state_dict
+from ddpm.evaluation.nll import NLLSettings, NLLStatistics, dataset_nll, dataset_nll_resumable
+from ddpm.evaluation.paper_numbers import PAPER
 from ddpm.evaluation.reference_stats import ReferenceKey, reference_statistics
 
 __all__ = [
     "INCEPTION_FILENAME",
-    "PRESETS",
+    "PAPER",
+    "FIDSettings",
     "FeatureStatistics",
+    "GenerationSettings",
     "InceptionFeatureExtractor",
     "InceptionStatistics",
     "InceptionWeightsError",
-    "LoadedModel",
+    "NLLSettings",
     "NLLStatistics",
     "ReferenceKey",
-    "ShardStore",
     "SplitISStatistics",
     "accumulate",
-    "bound_terms",
     "dataset_nll",
     "dataset_nll_resumable",
     "fid",
     "frechet_distance",
     "generate",
     "generate_shards",
-    "load_diffusers_folder",
     "load_inception",
-    "load_lightning_checkpoint",
-    "load_model",
-    "load_pesser_state_dict",
     "make_random_inception_weights",
     "reference_statistics",
     "resolve_inception_weights",
+    "sample_store",
     "statistics_for",
 ]

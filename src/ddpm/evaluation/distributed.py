@@ -6,11 +6,21 @@ is ever called on rank 0 only, which is what makes a rank-0-only metric hang.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+
+def setup_distributed() -> None:
+    """Join the process group started by ``torchrun`` (NCCL on GPUs, gloo on CPUs); no-op otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend)
 
 
 def is_distributed() -> bool:

@@ -5,13 +5,11 @@ Sample ``i`` is drawn with its own noise generator seeded from ``seed + i``
 and ``seed + i``: not on the batch size, nor on the number of ranks, nor on which rank makes it
 (on one device type: CPU and CUDA generators differ, so the device type is part of the fingerprint).
 
-Samples ``0..N-1`` are cut into shards of ``shard_size`` consecutive indices; shard ``s`` belongs to
-rank ``s % world_size``. Each finished shard is written atomically as ``samples_XXXXX.npz``
-(``images``: uint8 [n, H, W, C]; ``indices``; ``fingerprint``). A rerun skips every shard that is
-complete and has the same fingerprint (weights, sampler, seed, N, shard size, device type), so an
-interrupted evaluation resumes where it stopped and produces exactly the same samples.
-
-Samplers are used only through ``sampler.sample(model, shape, noise, device, progress)``.
+Samples ``0..N-1`` are kept in the project's resumable :class:`~ddpm.io.shards.ShardStore` as
+``samples_XXXXX.npz`` (``images``: uint8 [n, H, W, C]; ``indices``; ``fingerprint``). A rerun skips
+every shard that is complete and has the same fingerprint (weights, sampler, seed, N, shard size,
+device type), so an interrupted evaluation resumes where it stopped and produces the same samples.
+Images come from the one sampling loop, :func:`ddpm.sampling.iter_samples`.
 """
 
 from __future__ import annotations
@@ -19,18 +17,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from ddpm.diffusion.denoiser import Cond
 from ddpm.evaluation.distributed import rank_and_world
-from ddpm.sampling import PerSampleNoise
+from ddpm.io.shards import Arrays, ShardStore
+from ddpm.sampling import iter_samples
 from ddpm.utils.images import to_uint8
 
 log = logging.getLogger(__name__)
@@ -92,133 +92,98 @@ def generation_fingerprint(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-@torch.no_grad()
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How many samples, from which seeds, in which batches and shards (``ddpm-eval``'s ``generation``)."""
+
+    num_samples: int = 50000
+    batch_size: int = 256
+    shard_size: int = 1000
+    grid_size: int = 64
+    seed: int = 0
+
+
 def generate(
     model: nn.Module,
     sampler: Any,
     image_shape: Sequence[int],
     indices: Sequence[int],
+    *,
     seed: int,
     batch_size: int,
     device: torch.device | str = "cpu",
+    cond: Cond | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield ``(indices, uint8 images [b, C, H, W] on the CPU)`` for the given global sample indices."""
-    device = torch.device(device)
-    indices = [int(i) for i in indices]
-    for start in range(0, len(indices), batch_size):
-        chunk = indices[start : start + batch_size]
-        noise = PerSampleNoise([seed + i for i in chunk], device)
-        x = sampler.sample(model, tuple(image_shape), noise, device, progress=False)
-        yield torch.tensor(chunk, dtype=torch.long), to_uint8(x.float()).cpu()
+    """``(indices, uint8 images [b, C, H, W] on the CPU)`` for the given global sample indices.
+
+    Sample ``i`` uses seed ``seed + i``; ``cond`` (optional) is aligned with ``indices``.
+    """
+    seeds = [seed + int(i) for i in indices]
+    batches = iter_samples(
+        model, sampler, tuple(image_shape), seeds, batch_size=batch_size, device=device, cond=cond
+    )
+    for batch_seeds, images in batches:
+        yield torch.tensor([s - seed for s in batch_seeds], dtype=torch.long), to_uint8(images)
 
 
-class ShardStore:
-    """``samples_XXXXX.npz`` shards of ``shard_size`` consecutive sample indices in ``folder``."""
+def _check_images(items: range, arrays: Arrays) -> None:
+    images = arrays.get("images")
+    if images is None or images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != len(items):
+        raise ValueError(f"a shard of {len(items)} samples needs uint8 images [n, H, W, C]")
 
-    def __init__(self, folder: str | Path, fingerprint: str, num_samples: int, shard_size: int) -> None:
-        if num_samples < 1 or shard_size < 1:
-            raise ValueError(f"need num_samples >= 1 and shard_size >= 1, got {num_samples}, {shard_size}")
-        self.folder = Path(folder)
-        self.fingerprint = fingerprint
-        self.num_samples = int(num_samples)
-        self.shard_size = int(shard_size)
-        self.ranges = [range(s, min(s + shard_size, num_samples)) for s in range(0, num_samples, shard_size)]
 
-    @property
-    def num_shards(self) -> int:
-        return len(self.ranges)
-
-    def path(self, shard: int) -> Path:
-        return self.folder / f"samples_{shard:05d}.npz"
-
-    def shards_of_rank(self, rank: int, world: int) -> list[int]:
-        return list(range(rank, self.num_shards, world))
-
-    def read(self, shard: int) -> tuple[Tensor, Tensor] | None:
-        """``(indices, uint8 images [n, C, H, W])`` of a complete shard with our fingerprint, else None."""
-        path = self.path(shard)
-        if not path.is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                if str(data["fingerprint"]) != self.fingerprint:
-                    log.warning("%s was made with other settings or weights: regenerating it", path)
-                    return None
-                indices, images = data["indices"], data["images"]
-            expected = np.arange(self.ranges[shard].start, self.ranges[shard].stop)
-            if images.dtype != np.uint8 or images.ndim != 4 or not np.array_equal(indices, expected):
-                raise ValueError("unexpected contents")
-        except Exception as exc:  # truncated zip, bad CRC, missing array
-            log.warning("%s is unreadable (%s: %s): regenerating it", path, type(exc).__name__, exc)
-            return None
-        return torch.from_numpy(indices.astype(np.int64)), torch.from_numpy(images).permute(0, 3, 1, 2)
-
-    def is_complete(self, shard: int) -> bool:
-        return self.read(shard) is not None
-
-    def write(self, shard: int, images: Tensor) -> Path:
-        """Write a shard's uint8 [n, C, H, W] images atomically."""
-        expected = self.ranges[shard]
-        if images.dtype != torch.uint8 or images.shape[0] != len(expected):
-            raise ValueError(
-                f"shard {shard} needs {len(expected)} uint8 images, got {images.shape[0]} {images.dtype}"
-            )
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.path(shard)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as f:
-            np.savez(
-                f,
-                images=images.permute(0, 2, 3, 1).contiguous().numpy(),
-                indices=np.arange(expected.start, expected.stop, dtype=np.int64),
-                fingerprint=np.array(self.fingerprint),
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-        return path
-
-    def iter_shards(self, shards: Iterable[int]) -> Iterator[tuple[Tensor, Tensor]]:
-        for shard in shards:
-            item = self.read(shard)
-            if item is None:
-                raise RuntimeError(f"shard {self.path(shard)} is missing or invalid after generation")
-            yield item
+def sample_store(folder: str | Path, fingerprint: str, settings: GenerationSettings) -> ShardStore:
+    """The resumable store of ``settings.num_samples`` generated images in ``folder``."""
+    return ShardStore(
+        folder, fingerprint, settings.num_samples, settings.shard_size, prefix="samples", check=_check_images
+    )
 
 
 def generate_shards(
     model: nn.Module,
     sampler: Any,
     store: ShardStore,
+    *,
     image_shape: Sequence[int],
-    seed: int,
-    batch_size: int,
+    settings: GenerationSettings,
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> list[int]:
     """Generate this rank's missing shards; returns the shard ids of this rank (done or resumed)."""
     rank, world = rank_and_world()
     mine = store.shards_of_rank(rank, world)
-    todo = [s for s in mine if not store.is_complete(s)]
-    done = len(mine) - len(todo)
-    if done:
-        log.info("Rank %d: resuming, %d of its %d shards are already complete", rank, done, len(mine))
-    total = sum(len(store.ranges[s]) for s in todo)
-    model_was_training = model.training
-    model.eval()
-    # tqdm shows the rate and the ETA; only rank 0 draws it (all ranks do the same amount of work).
-    with tqdm(
-        total=total, disable=not (progress and rank == 0 and total > 0), desc="samples", dynamic_ncols=True
-    ) as bar:
-        try:
-            for shard in todo:
-                images = []
-                for _, batch in generate(
-                    model, sampler, image_shape, store.ranges[shard], seed, batch_size, device
-                ):
-                    images.append(batch)
-                    bar.update(batch.shape[0])
-                store.write(shard, torch.cat(images))
-        finally:
-            model.train(model_was_training)
+    todo = store.missing(mine)
+    if len(todo) < len(mine):
+        log.info(
+            "Rank %d: resuming, %d of its %d shards are already complete",
+            rank,
+            len(mine) - len(todo),
+            len(mine),
+        )
+    indices = [i for shard in todo for i in store.ranges[shard]]
+    seeds = [settings.seed + i for i in indices]
+    batches = iter_samples(
+        model,
+        sampler,
+        tuple(image_shape),
+        seeds,
+        batch_size=settings.batch_size,
+        device=device,
+        progress=progress and rank == 0,
+    )
+    queue, buffer = deque(todo), torch.empty(0, dtype=torch.uint8)
+    for _, images in batches:
+        buffer = torch.cat([buffer, to_uint8(images)]) if buffer.numel() else to_uint8(images)
+        while queue and buffer.shape[0] >= len(store.ranges[queue[0]]):
+            size = len(store.ranges[queue[0]])
+            store.write(queue.popleft(), {"images": buffer[:size].permute(0, 2, 3, 1).contiguous().numpy()})
+            buffer = buffer[size:]
     return mine
+
+
+def read_images(store: ShardStore, shards: Iterable[int]) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(indices, uint8 images [n, C, H, W])`` of finished shards, in order."""
+    for shard, arrays in store.iter_shards(shards):
+        items = store.ranges[shard]
+        indices = torch.arange(items.start, items.stop, dtype=torch.long)
+        yield indices, torch.from_numpy(arrays["images"]).permute(0, 3, 1, 2)

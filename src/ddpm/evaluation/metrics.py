@@ -258,14 +258,15 @@ class InceptionStatistics:
         stats = cls(state["num_total"], state["is_splits"], state["shuffle_seed"], dim, classes, device)
         return stats._load_parts(tensors)
 
-    def summary(self, prefix: str = "") -> dict[str, float]:
-        """IS for every split count: ``{prefix}is_{s}splits`` (mean) and ``..._std``."""
+    def scores(self, label: str) -> dict[str, float]:
+        """IS for every split count, named by protocol: ``is_{label}_10splits`` (mean), ``..._std``,
+        ``is_{label}_1split`` (``label``: the sample count and, in-loop, the sampler, e.g. ``50k``)."""
         out: dict[str, float] = {}
         for s in self.is_splits:
             mean, std = self.inception_score(s)
-            out[f"{prefix}is_{s}split{'s' if s > 1 else ''}"] = mean
+            out[f"is_{label}_{s}split{'s' if s > 1 else ''}"] = mean
             if s > 1:
-                out[f"{prefix}is_{s}splits_std"] = std
+                out[f"is_{label}_{s}splits_std"] = std
         return out
 
 

@@ -16,20 +16,23 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
 
+from ddpm.diffusion.denoiser import cond_to
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.diffusion.likelihood import BoundTerms, bound_terms, rate_distortion_curve
 from ddpm.evaluation.distributed import all_reduce_sum, barrier, rank_and_world
+from ddpm.io.shards import ShardStore
 from ddpm.sampling import PerSampleNoise
+from ddpm.utils.progress import progress_bar
 from ddpm.utils.rng import derive_seed
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,9 @@ Model = Callable[[Tensor, Tensor], Tensor]
 def nll_seeds(seed: int, indices: Sequence[int]) -> list[int]:
     """Per-image noise seeds of the bound (a stream separate from sampling's)."""
     return [derive_seed("nll", int(seed), int(i)) for i in indices]
+
+
+_SUM_NAMES = ("count", "total", "total_sq", "prior", "terms", "eps_mse", "x0_mse")
 
 
 class NLLStatistics:
@@ -72,6 +78,15 @@ class NLLStatistics:
         self.terms += b.terms.to(self.terms.device).sum(0)
         self.eps_mse += b.eps_mse.to(self.terms.device).sum(0)
         self.x0_mse += b.x0_mse.to(self.terms.device).sum(0)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The sums as named float64 arrays (one NLL shard)."""
+        return {name: t.cpu().numpy() for name, t in zip(_SUM_NAMES, self.tensors())}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> NLLStatistics:
+        stats = cls(int(arrays["terms"].shape[0]))
+        return stats.load_tensors([torch.from_numpy(arrays[name]) for name in _SUM_NAMES])
 
     def add(self, other: NLLStatistics) -> NLLStatistics:
         self.load_tensors([a + b.to(a.device) for a, b in zip(self.tensors(), other.tensors())])
@@ -117,14 +132,25 @@ class NLLStatistics:
         }
 
 
-def _loader(dataset: Dataset, indices: Sequence[int], batch_size: int, num_workers: int) -> DataLoader:
-    return DataLoader(
-        Subset(dataset, list(indices)), batch_size=batch_size, shuffle=False, num_workers=num_workers
-    )
+@dataclass(frozen=True)
+class NLLSettings:
+    """Which images of which split, in which batches and shards (``ddpm-eval``'s ``metrics.nll``)."""
+
+    split: str = "test"
+    num_images: int | None = None
+    batch_size: int = 64
+    shard_size: int = 500
+    clip_denoised: bool = True
+    seed: int = 0
+    num_workers: int = 0
 
 
-def _images(batch: Any) -> Tensor:
-    return batch[0] if isinstance(batch, list | tuple) else batch
+def _image_and_cond(batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """A data batch as (x0, cond): ``x0``, ``(x0, cond_dict)`` or ``(x0, label, ...)`` (labels unused)."""
+    if isinstance(batch, list | tuple):
+        cond = batch[1] if len(batch) > 1 and isinstance(batch[1], dict) else {}
+        return batch[0], cond
+    return batch, {}
 
 
 @torch.no_grad()
@@ -133,61 +159,59 @@ def _accumulate(
     diffusion: GaussianDiffusion,
     dataset: Dataset,
     indices: Sequence[int],
-    stats: NLLStatistics,
-    batch_size: int,
-    seed: int,
+    settings: NLLSettings,
     device: torch.device,
-    clip_denoised: bool,
-    num_workers: int,
     bar: Any = None,
 ) -> NLLStatistics:
+    """The bound's sums over the images ``indices`` of ``dataset``."""
+    stats = NLLStatistics(diffusion.num_timesteps, device)
+    loader = DataLoader(
+        Subset(dataset, list(indices)), batch_size=settings.batch_size, num_workers=settings.num_workers
+    )
     start = 0
-    for batch in _loader(dataset, indices, batch_size, num_workers):
-        x0 = _images(batch).to(device, torch.float32)
-        chunk = indices[start : start + x0.shape[0]]
+    for batch in loader:
+        x0, cond = _image_and_cond(batch)
+        x0 = x0.to(device, torch.float32)
+        noise = PerSampleNoise(nll_seeds(settings.seed, indices[start : start + x0.shape[0]]), device)
         start += x0.shape[0]
-        noise = PerSampleNoise(nll_seeds(seed, chunk), x0.device)
-        stats.update(bound_terms(model, diffusion, x0, noise, clip_denoised=clip_denoised))
+        terms = bound_terms(
+            model, diffusion, x0, noise, clip_denoised=settings.clip_denoised, cond=cond_to(cond, device)
+        )
+        stats.update(terms)
         if bar is not None:
             bar.update(x0.shape[0])
     return stats
+
+
+def _num_images(dataset: Dataset, settings: NLLSettings) -> int:
+    total = len(dataset)  # type: ignore[arg-type]
+    return total if settings.num_images is None else min(int(settings.num_images), total)
 
 
 def dataset_nll(
     model: Model,
     diffusion: GaussianDiffusion,
     dataset: Dataset,
-    num_images: int | None = None,
-    batch_size: int = 64,
-    seed: int = 0,
+    settings: NLLSettings,
     device: torch.device | str = "cpu",
-    clip_denoised: bool = True,
-    num_workers: int = 0,
     progress: bool = False,
 ) -> NLLStatistics:
-    """The bound on images ``0..num_images-1`` of ``dataset`` (all by default), sharded over ranks."""
+    """The bound on the first ``settings.num_images`` images of ``dataset`` (all by default), over ranks."""
     rank, world = rank_and_world()
-    num_images = len(dataset) if num_images is None else int(num_images)  # type: ignore[arg-type]
-    indices = list(range(rank, num_images, world))
-    device = torch.device(device)
-    stats = NLLStatistics(diffusion.num_timesteps, device)
-    with tqdm(
-        total=len(indices), disable=not (progress and rank == 0), desc="NLL", dynamic_ncols=True
-    ) as bar:
-        _accumulate(
-            model,
-            diffusion,
-            dataset,
-            indices,
-            stats,
-            batch_size,
-            seed,
-            device,
-            clip_denoised,
-            num_workers,
-            bar,
-        )
+    indices = list(range(rank, _num_images(dataset, settings), world))
+    with progress_bar(total=len(indices), enabled=progress and rank == 0, description="NLL") as bar:
+        stats = _accumulate(model, diffusion, dataset, indices, settings, torch.device(device), bar)
     return stats.reduced()
+
+
+def _check_sums(items: range, arrays: dict[str, np.ndarray]) -> None:
+    if round(float(arrays["count"])) != len(items):
+        raise ValueError(f"the sums cover {float(arrays['count'])} images instead of {len(items)}")
+
+
+def nll_store(folder: str | Path, fingerprint: str, num_images: int, shard_size: int) -> ShardStore:
+    """The resumable store of NLL sums, one ``nll_XXXXX.npz`` per shard of ``shard_size`` images."""
+    return ShardStore(folder, fingerprint, num_images, shard_size, prefix="nll", check=_check_sums)
 
 
 def dataset_nll_resumable(
@@ -195,78 +219,29 @@ def dataset_nll_resumable(
     diffusion: GaussianDiffusion,
     dataset: Dataset,
     folder: str | Path,
+    *,
     fingerprint: str,
-    num_images: int | None = None,
-    shard_size: int = 500,
-    batch_size: int = 64,
-    seed: int = 0,
+    settings: NLLSettings,
     device: torch.device | str = "cpu",
-    clip_denoised: bool = True,
-    num_workers: int = 0,
     progress: bool = False,
 ) -> NLLStatistics:
-    """As :func:`dataset_nll`, saving the sums of every shard of ``shard_size`` images to ``folder``.
+    """As :func:`dataset_nll`, keeping the sums of every shard of images in a :class:`ShardStore`.
 
     A rerun with the same ``fingerprint`` skips finished shards. The result is the sum of the shards in
     shard order (read back by every rank), so it is bit-identical whatever the interruptions or ranks.
     """
     rank, world = rank_and_world()
-    num_images = len(dataset) if num_images is None else int(num_images)  # type: ignore[arg-type]
-    device = torch.device(device)
-    folder = Path(folder)
-    steps = diffusion.num_timesteps
-    shards = [range(s, min(s + shard_size, num_images)) for s in range(0, num_images, shard_size)]
-
-    def path(s: int) -> Path:
-        return folder / f"nll_{s:05d}.pt"
-
-    def read(s: int) -> NLLStatistics | None:
-        try:
-            payload = torch.load(path(s), map_location="cpu", weights_only=True)
-            if payload["fingerprint"] != fingerprint or payload["indices"] != [
-                shards[s].start,
-                shards[s].stop,
-            ]:
-                return None
-            stats = NLLStatistics(steps).load_tensors(payload["tensors"])
-            return stats if stats.num == len(shards[s]) else None
-        except Exception:  # missing, truncated, other layout
-            return None
-
-    todo = [s for s in range(rank, len(shards), world) if read(s) is None]
-    total = sum(len(shards[s]) for s in todo)
-    with tqdm(
-        total=total, disable=not (progress and rank == 0 and total), desc="NLL", dynamic_ncols=True
-    ) as bar:
-        for s in todo:
-            stats = NLLStatistics(steps, device)
-            _accumulate(
-                model,
-                diffusion,
-                dataset,
-                shards[s],
-                stats,
-                batch_size,
-                seed,
-                device,
-                clip_denoised,
-                num_workers,
-                bar,
+    store = nll_store(folder, fingerprint, _num_images(dataset, settings), settings.shard_size)
+    todo = store.missing(store.shards_of_rank(rank, world))
+    total = sum(len(store.ranges[s]) for s in todo)
+    with progress_bar(total=total, enabled=progress and rank == 0 and total > 0, description="NLL") as bar:
+        for shard in todo:
+            stats = _accumulate(
+                model, diffusion, dataset, store.ranges[shard], settings, torch.device(device), bar
             )
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = path(s).with_name(f".{path(s).name}.tmp-{os.getpid()}")
-            payload = {
-                "fingerprint": fingerprint,
-                "indices": [shards[s].start, shards[s].stop],
-                "tensors": [t.cpu() for t in stats.tensors()],
-            }
-            torch.save(payload, tmp)
-            tmp.replace(path(s))
+            store.write(shard, stats.arrays())
     barrier()
-    result = NLLStatistics(steps)
-    for s in range(len(shards)):
-        part = read(s)
-        if part is None:
-            raise RuntimeError(f"NLL shard {path(s)} is missing or invalid after evaluation")
-        result.add(part)
+    result = NLLStatistics(diffusion.num_timesteps)
+    for _, arrays in store.iter_shards(range(store.num_shards)):
+        result.add(NLLStatistics.from_arrays(arrays))
     return result

@@ -4,8 +4,8 @@ The cache file name and its stored key cover everything the statistics depend on
 split, the image shape, the number of images, the SHA-256 of the Inception weights, the IS protocol
 and a fingerprint of the pixels of a few images (so a different data directory with the same name
 and size is not mistaken for the real one). A file whose key differs, that cannot be read, or whose
-checksum does not match its contents is rebuilt, never trusted. Writes are atomic (temporary file +
-rename), so an interrupted write leaves no half-written cache.
+checksum does not match its contents is rebuilt, never trusted. Writes go through the project's one
+atomic writer, so an interrupted write leaves no half-written cache.
 
 Under DDP every rank takes part: if any rank misses the cache, all ranks compute their share of the
 images and the sums are all-reduced; rank 0 writes the file.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ from ddpm.evaluation.metrics import (
     InceptionStatistics,
     statistics_for,
 )
+from ddpm.io.atomic import atomic_save_torch
 from ddpm.utils.images import to_uint8
 from ddpm.utils.progress import progress_bar
 
@@ -102,8 +102,6 @@ def _checksum(tensors: Sequence[Tensor]) -> str:
 
 def save_reference_stats(path: str | Path, key: ReferenceKey, stats: InceptionStatistics) -> Path:
     """Write the statistics and their key atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = stats.state_dict()
     payload = {
         "format": CACHE_FORMAT,
@@ -111,13 +109,7 @@ def save_reference_stats(path: str | Path, key: ReferenceKey, stats: InceptionSt
         "stats": state,
         "checksum": _checksum(state["tensors"]),
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    return path
+    return atomic_save_torch(path, payload)
 
 
 def load_reference_stats(path: str | Path, key: ReferenceKey) -> InceptionStatistics | None:
@@ -223,12 +215,12 @@ def reference_statistics(
         dataset,
         extractor,
         num_images,
-        batch_size,
-        device,
-        is_splits,
-        shuffle_seed,
-        num_workers,
-        progress,
+        batch_size=batch_size,
+        device=device,
+        is_splits=is_splits,
+        shuffle_seed=shuffle_seed,
+        num_workers=num_workers,
+        progress=progress,
         description=f"{dataset_name}/{split} statistics",
     )
     rank, _ = rank_and_world()

@@ -69,9 +69,6 @@ class DDPMLitModule(L.LightningModule):
         net.to(memory_format=self.memory_format)
         self.ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
         self.ema.requires_grad_(False)
-        # The composed run configuration (set by the train entry point); stored in checkpoints so that
-        # evaluation can rebuild the model from the checkpoint alone.
-        self.run_config: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ models
     @property
@@ -145,11 +142,3 @@ class DDPMLitModule(L.LightningModule):
         warmup = int(self.hparams.warmup_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_factor(step, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.run_config is not None:
-            checkpoint["ddpm_config"] = self.run_config
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.run_config = checkpoint.get("ddpm_config", self.run_config)

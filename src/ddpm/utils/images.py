@@ -10,6 +10,8 @@ from PIL import Image
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from ddpm.io.atomic import atomic_write
+
 
 def to_uint8(x: Tensor) -> Tensor:
     """Model-space images in [-1, 1] -> uint8 pixels in [0, 255] (round to nearest, as the official code)."""
@@ -29,8 +31,6 @@ def save_image_grid(x: Tensor, path: str | Path, nrow: int | None = None, min_ce
     Small images are enlarged (nearest neighbour, whole pixels) so each cell is at least ``min_cell``
     pixels high and the grid is readable on screen; pass ``min_cell=0`` for the exact pixels.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     grid = image_grid(x, nrow)
     array = grid.permute(1, 2, 0).numpy()
     if array.shape[2] == 1:
@@ -39,7 +39,4 @@ def save_image_grid(x: Tensor, path: str | Path, nrow: int | None = None, min_ce
     scale = max(1, math.ceil(min_cell / x.shape[-2])) if min_cell else 1
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    tmp = path.with_suffix(".tmp.png")
-    image.save(tmp)
-    tmp.replace(path)  # atomic: never a half-written PNG
-    return path
+    return atomic_write(path, lambda f: image.save(f, format="PNG"))  # never a half-written PNG

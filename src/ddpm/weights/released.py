@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ddpm.diffusion.gaussian import VAR_TYPES, GaussianDiffusion
 from ddpm.errors import CheckpointError, ConfigError
+from ddpm.io.checkpoint_file import read_checkpoint
 from ddpm.models import UNet, load_diffusers_unet
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ _LSUN_UNET = {
 
 @dataclass(frozen=True)
 class Preset:
-    """A released model: architecture, sampling variance, dataset config and the paper's numbers."""
+    """A released model: architecture, sampling variance and dataset config (its published numbers are
+    :data:`ddpm.evaluation.paper_numbers.PAPER` under the dataset's family)."""
 
     unet: dict[str, Any]
     var_type: str
@@ -58,7 +60,6 @@ class Preset:
     data: str
     diffusers_id: str
     pesser_name: str
-    expected: dict[str, float] = field(default_factory=dict)
 
 
 PRESETS: dict[str, Preset] = {
@@ -69,7 +70,6 @@ PRESETS: dict[str, Preset] = {
         "cifar10",
         "google/ddpm-cifar10-32",
         "ema_diffusion_cifar10_model",
-        {"fid_50k_train": 3.17, "is_50k": 9.46, "nll_bpd_test": 3.75},
     ),
     "lsun_church": Preset(
         _LSUN_UNET,
@@ -78,7 +78,6 @@ PRESETS: dict[str, Preset] = {
         "lsun_church",
         "google/ddpm-church-256",
         "ema_diffusion_lsun_church_model",
-        {"fid_50k_train": 7.89},
     ),
     "lsun_bedroom": Preset(
         _LSUN_UNET,
@@ -87,8 +86,6 @@ PRESETS: dict[str, Preset] = {
         "lsun_bedroom",
         "google/ddpm-bedroom-256",
         "ema_diffusion_lsun_bedroom_model",
-        # 4.90 in the paper is from a larger (~256M) model; the released 114M model gets about 6.4.
-        {"fid_50k_train": 4.90},
     ),
     "lsun_cat": Preset(
         _LSUN_UNET,
@@ -244,10 +241,7 @@ def load_pesser_state_dict(
             )
         resolution = int(spec.unet["resolution"])
     if state_dict is None:
-        try:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"{path} is unreadable ({type(exc).__name__}): re-download it") from None
+        state_dict = read_checkpoint(path)
     try:
         state_dict = _unwrap_state_dict(state_dict)
     except CheckpointError as exc:
@@ -269,7 +263,9 @@ def load_pesser_state_dict(
     var = var_type or _paper_var_type(spec, resolution)
     diffusion = GaussianDiffusion("linear", 1000, 1e-4, 0.02, mean_type="eps", var_type=var)  # type: ignore[arg-type]
     shape = (kwargs["in_channels"], resolution, resolution)
-    return LoadedModel(net.eval(), diffusion, shape, str(path), "pesser", "released", preset, notes=notes)
+    return LoadedModel(
+        net.eval(), diffusion, shape, str(path), "pesser", weights="released", preset=preset, notes=notes
+    )
 
 
 # ----------------------------------------------------------------------------- diffusers folders
@@ -344,7 +340,9 @@ def load_diffusers_folder(
     var = var_type or _paper_var_type(spec, net.resolution)
     diffusion, notes = diffusion_from_scheduler(_scheduler_config(path), var, str(path))
     shape = (net.in_channels, net.resolution, net.resolution)
-    return LoadedModel(net.eval(), diffusion, shape, str(path), "diffusers", "released", preset, notes=notes)
+    return LoadedModel(
+        net.eval(), diffusion, shape, str(path), "diffusers", weights="released", preset=preset, notes=notes
+    )
 
 
 def is_diffusers_folder(path: str | Path) -> bool:
