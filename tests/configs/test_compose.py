@@ -3,6 +3,7 @@
 import hydra
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from ddpm.utils.config import config_dir
 from tests.helpers import compose_train
@@ -55,3 +56,23 @@ def test_lsun_experiments_use_fixed_small_and_lr_2e5(tmp_path):
         assert cfg.diffusion.var_type == "fixed_small"
         assert cfg.module.optimizer.lr == 2e-5
         assert cfg.global_batch_size == 64
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_out_channels_follow_the_variance(experiment, tmp_path):
+    """model.out_channels is derived: in_channels, doubled for a learned variance (mean + variance)."""
+    cfg = compose_train([f"experiment={experiment}"], tmp_path)
+    factor = 2 if cfg.diffusion.var_type in ("learned", "learned_range") else 1
+    assert cfg.model.out_channels == cfg.model.in_channels * factor
+    # the run config stored in checkpoints holds the resolved number
+    assert OmegaConf.to_container(cfg, resolve=True)["model"]["out_channels"] == cfg.model.out_channels
+
+
+def test_out_channels_resolver_follows_overrides_and_standalone_model_configs(tmp_path):
+    cfg = compose_train(["data.image_size=16", "model.in_channels=3", "diffusion=improved"], tmp_path)
+    assert cfg.model.out_channels == 6
+    cfg = compose_train(["diffusion=improved", "model.out_channels=5"], tmp_path)
+    assert cfg.model.out_channels == 5  # an explicit value still wins
+    for name in ("unet_tiny", "unet_cifar10", "unet_lsun256"):
+        alone = OmegaConf.load(config_dir() / "model" / f"{name}.yaml")  # e.g. the benchmarks
+        assert alone.out_channels == alone.in_channels  # no diffusion: the paper's fixed variance

@@ -38,6 +38,14 @@ class ReverseParams:
     pred_eps: Tensor
 
 
+def output_channels_factor(var_type: str) -> int:
+    """How many times the data channels a network outputs for ``var_type``: 2 for a learned variance
+    (mean half and variance half), 1 otherwise."""
+    if var_type not in VAR_TYPES:
+        raise ConfigError(f"unknown var_type {var_type!r}: choose one of {', '.join(VAR_TYPES)}")
+    return 2 if var_type in LEARNED_VAR_TYPES else 1
+
+
 def broadcast_at(values: Tensor, t: Tensor, like: Tensor) -> Tensor:
     """``values[t]`` cast to ``like.dtype`` and shaped ``[B, 1, ..., 1]`` to broadcast against ``like``."""
     out = values.to(like.device)[t].to(like.dtype)
@@ -175,7 +183,7 @@ class GaussianDiffusion(nn.Module):
     @property
     def output_channels_factor(self) -> int:
         """How many times the data channels the network must output (2 for learned variance)."""
-        return 2 if self.var_type in LEARNED_VAR_TYPES else 1
+        return output_channels_factor(self.var_type)
 
     def split_output(self, output: Tensor) -> tuple[Tensor, Tensor | None]:
         """Split a network output into (mean part, variance part or None)."""
