@@ -15,7 +15,6 @@ from omegaconf import DictConfig, open_dict
 from ddpm.utils.config import config_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
 
 # A tiny training setup: 16x16 digits, a small U-Net, no heavy callbacks.
 TINY = [

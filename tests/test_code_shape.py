@@ -10,8 +10,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "ddpm"
 MAX_FUNCTION_LINES = 60
@@ -52,7 +50,6 @@ def test_the_scan_sees_the_package():
     assert len(list(SRC.rglob("*.py"))) > 20
 
 
-@pytest.mark.xfail(strict=False, reason="consolidation in progress")
 def test_functions_are_short():
     long_functions, _ = violations()
     assert not long_functions, (
@@ -61,7 +58,6 @@ def test_functions_are_short():
     )
 
 
-@pytest.mark.xfail(strict=False, reason="consolidation in progress")
 def test_calls_pass_few_positional_arguments():
     _, positional_calls = violations()
     assert not positional_calls, (

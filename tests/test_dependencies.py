@@ -33,8 +33,6 @@ CONFIGS = ROOT / "configs"
 USED_WITHOUT_IMPORT = {
     "tensorboard": "lightning's TensorBoardLogger (configs/logger/tensorboard.yaml) writes through it",
     "wandb": "lightning's WandbLogger (configs/logger/wandb.yaml); the CLI finishes the run it started",
-    # TEMPORARY: ddpm-sample's progress bar moves from rich to tqdm; drop rich here and in pyproject then
-    "rich": "ddpm-sample's progress bar (until its tqdm rewrite is committed)",
 }
 
 

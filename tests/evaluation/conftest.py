@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-import torch
 
 from ddpm.evaluation.inception import InceptionFeatureExtractor, make_random_inception_weights
 
@@ -17,13 +16,3 @@ def inception_path(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def inception(inception_path) -> InceptionFeatureExtractor:
     return InceptionFeatureExtractor(inception_path)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on 2 shared, oversubscribed cores OpenMP spin-waiting makes 2 threads up to
-    100x slower than 1 for these small models."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

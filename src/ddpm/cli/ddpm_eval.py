@@ -107,7 +107,8 @@ def prepare(cfg: DictConfig, settings: EvalSettings, device: torch.device) -> Ev
         split_dataset(datamodule, split)  # a missing dataset is reported now (and downloaded once)
     diffusion = loaded.diffusion.to(device)
     sampler = hydra.utils.instantiate(cfg.sampler)(diffusion)
-    return EvalJob(loaded, loaded.net.to(device).eval(), diffusion, sampler, datamodule, device)
+    net = loaded.net.to(device).eval()
+    return EvalJob(loaded, net, diffusion, sampler, datamodule=datamodule, device=device)
 
 
 def run_checks(cfg: DictConfig, device: torch.device, out_dir: Path) -> dict[str, Any]:

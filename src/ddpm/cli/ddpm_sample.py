@@ -67,13 +67,9 @@ def generate_images(cfg: DictConfig) -> dict[str, Any]:
     sampler = hydra.utils.instantiate(cfg.sampler)(loaded.diffusion.to(device))
     shape = image_shape_of(net, loaded.config.get("model") if loaded.config else None, cfg.get("image_shape"))
     seeds = list(range(int(cfg.seed), int(cfg.seed) + int(cfg.num_samples)))
+    name = type(sampler).__name__
     log.info(
-        "Sampling %d images %s with %s (%d network calls each) on %s",
-        len(seeds),
-        shape,
-        type(sampler).__name__,
-        sampler.num_steps,
-        device,
+        "Sampling %d images %s with %s (%d network calls each)", len(seeds), shape, name, sampler.num_steps
     )
     batches = iter_samples(
         net, sampler, shape, seeds, batch_size=int(cfg.batch_size), device=device, progress=bool(cfg.progress)

@@ -98,7 +98,10 @@ def _term_bpd(
 
 # ---------------------------------------------------------------------- the whole bound, per image
 class NoiseSource(Protocol):
-    """Anything that draws standard normal tensors ``[B, *shape]`` (e.g. ``ddpm.sampling.PerSampleNoise``)."""
+    """Anything that draws standard normal tensors ``[B, *shape]`` (e.g. ``ddpm.sampling.PerSampleNoise``):
+    the noise of the bound's q(x_t | x_0) draws and of every sampler."""
+
+    batch_size: int
 
     def randn(self, shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> Tensor: ...
 

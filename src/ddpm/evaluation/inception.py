@@ -23,12 +23,13 @@ import tempfile
 from contextlib import redirect_stdout
 from functools import lru_cache
 from pathlib import Path
-from unittest import mock
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ddpm.errors import DDPMError
+from ddpm.io.checkpoint_file import read_checkpoint
 from ddpm.utils.images import to_uint8
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def fetch_instructions(reason: str) -> str:
     target = hub_checkpoint_dir() / INCEPTION_FILENAME
     return (
         f"{reason}: download {INCEPTION_URLS[0]} on a machine with internet and copy it to {target}, "
-        f"or pass its path with metrics.inception_weights=/path/to/{INCEPTION_FILENAME} "
+        f"or pass its path (ddpm-eval: metrics.inception_weights=/path/to/{INCEPTION_FILENAME}) "
         f"(or the environment variable {ENV_VAR})"
     )
 
@@ -127,23 +128,27 @@ def file_sha256(path: str | Path) -> str:
 
 
 def _build_extractor(weights_path: Path | None) -> nn.Module:
-    """torch-fidelity's extractor; with ``weights_path=None`` its (random) init, never a download."""
+    """torch-fidelity's extractor with the weights of ``weights_path`` read safely (``weights_only=True``),
+    or its random init with ``None`` (never a download)."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    features = ["2048", "logits_unbiased"]
-    if weights_path is not None:
-        with redirect_stdout(sys.stderr):
-            return FeatureExtractorInceptionV3(
-                "inception-v3-compat", features, feature_extractor_weights_path=str(weights_path)
-            )
-    # The constructor always loads a state dict: give it an empty file and skip the load.
-    with tempfile.TemporaryDirectory() as tmp:
+    class _SafelyLoaded(FeatureExtractorInceptionV3):
+        # Our own subclass because torch-fidelity's constructor reads the weights file itself with
+        # torch.load(weights_only=False), which can run code: we give it an empty file, whose empty
+        # state dict is skipped here, and load the weights read by our safe reader afterwards.
+        def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+            return super().load_state_dict(state_dict, strict, assign) if state_dict else None
+
+    state_dict = read_checkpoint(weights_path) if weights_path is not None else None
+    with tempfile.TemporaryDirectory() as tmp, redirect_stdout(sys.stderr):
         empty = Path(tmp) / "empty.pth"
         torch.save({}, empty)
-        with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None):
-            return FeatureExtractorInceptionV3(
-                "inception-v3-compat", features, feature_extractor_weights_path=str(empty)
-            )
+        net = _SafelyLoaded(
+            "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(empty)
+        )
+    if state_dict is not None:
+        net.load_state_dict(state_dict)
+    return net.eval()
 
 
 def as_uint8_rgb(images: Tensor) -> Tensor:

@@ -222,7 +222,14 @@ class InceptionStatistics:
         device = self.features.total.device
         dim = self.features.total.shape[0]
         classes = next(iter(self.inception.values())).p_sum.shape[1]
-        return InceptionStatistics(self.num_total, self.is_splits, self.shuffle_seed, dim, classes, device)
+        return InceptionStatistics(
+            self.num_total,
+            self.is_splits,
+            self.shuffle_seed,
+            feature_dim=dim,
+            num_classes=classes,
+            device=device,
+        )
 
     def reduced(self) -> InceptionStatistics:
         """The sums over all ranks (every rank must call this)."""
@@ -255,7 +262,14 @@ class InceptionStatistics:
         tensors = [t.to(device) for t in state["tensors"]]
         dim = tensors[1].shape[0]
         classes = tensors[4].shape[1]
-        stats = cls(state["num_total"], state["is_splits"], state["shuffle_seed"], dim, classes, device)
+        stats = cls(
+            state["num_total"],
+            state["is_splits"],
+            state["shuffle_seed"],
+            feature_dim=dim,
+            num_classes=classes,
+            device=device,
+        )
         return stats._load_parts(tensors)
 
     def scores(self, label: str) -> dict[str, float]:
@@ -288,7 +302,9 @@ def statistics_for(
     the Inception's 2048 / 1008 by default)."""
     dim = int(getattr(extractor, "feature_dim", FEATURE_DIM))
     classes = int(getattr(extractor, "num_classes", NUM_CLASSES))
-    return InceptionStatistics(num_total, is_splits, shuffle_seed, dim, classes, device)
+    return InceptionStatistics(
+        num_total, is_splits, shuffle_seed, feature_dim=dim, num_classes=classes, device=device
+    )
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ddpm.diffusion.denoiser import cond_to
+from ddpm.diffusion.denoiser import cond_to, split_batch
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.diffusion.likelihood import BoundTerms, bound_terms, rate_distortion_curve
 from ddpm.evaluation.distributed import all_reduce_sum, barrier, rank_and_world
@@ -146,11 +146,11 @@ class NLLSettings:
 
 
 def _image_and_cond(batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
-    """A data batch as (x0, cond): ``x0``, ``(x0, cond_dict)`` or ``(x0, label, ...)`` (labels unused)."""
-    if isinstance(batch, list | tuple):
-        cond = batch[1] if len(batch) > 1 and isinstance(batch[1], dict) else {}
-        return batch[0], cond
-    return batch, {}
+    """A data batch as (x0, cond) (see ``split_batch``); a labelled dataset's ``(x0, label, ...)`` gives
+    the unconditional bound of x0."""
+    if isinstance(batch, list | tuple) and len(batch) > 1 and not isinstance(batch[1], dict):
+        batch = batch[0]
+    return split_batch(batch)
 
 
 @torch.no_grad()
@@ -200,7 +200,9 @@ def dataset_nll(
     rank, world = rank_and_world()
     indices = list(range(rank, _num_images(dataset, settings), world))
     with progress_bar(total=len(indices), enabled=progress and rank == 0, description="NLL") as bar:
-        stats = _accumulate(model, diffusion, dataset, indices, settings, torch.device(device), bar)
+        stats = _accumulate(
+            model, diffusion, dataset, indices, settings=settings, device=torch.device(device), bar=bar
+        )
     return stats.reduced()
 
 
@@ -237,7 +239,13 @@ def dataset_nll_resumable(
     with progress_bar(total=total, enabled=progress and rank == 0 and total > 0, description="NLL") as bar:
         for shard in todo:
             stats = _accumulate(
-                model, diffusion, dataset, store.ranges[shard], settings, torch.device(device), bar
+                model,
+                diffusion,
+                dataset,
+                store.ranges[shard],
+                settings=settings,
+                device=torch.device(device),
+                bar=bar,
             )
             store.write(shard, stats.arrays())
     barrier()

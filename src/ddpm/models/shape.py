@@ -13,12 +13,15 @@ from ddpm.errors import ConfigError
 def image_shape_of(
     net: nn.Module, config: Mapping[str, Any] | None = None, override: Sequence[int] | None = None
 ) -> tuple[int, int, int]:
-    """``override`` if given, else the network's ``in_channels`` and ``resolution`` (or its config's)."""
+    """``override`` if given, else the network's ``image_shape`` (our UNet), else its ``in_channels`` and
+    ``resolution`` attributes or config entries."""
     if override is not None:
         shape = tuple(int(v) for v in override)
         if len(shape) != 3:
             raise ConfigError(f"an image shape is [C, H, W], got {list(shape)}")
         return shape  # type: ignore[return-value]
+    if getattr(net, "image_shape", None) is not None:
+        return tuple(int(v) for v in net.image_shape)  # type: ignore[return-value]
     config = config or {}
     channels = getattr(net, "in_channels", None) or config.get("in_channels")
     resolution = getattr(net, "resolution", None) or config.get("resolution")

@@ -12,16 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ddpm.diffusion.likelihood import NoiseSource
 from ddpm.utils.rng import derive_seed, make_generator
-
-
-class NoiseSource:
-    """Draws standard normal tensors of shape [B, *shape]."""
-
-    batch_size: int
-
-    def randn(self, shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> Tensor:
-        raise NotImplementedError
 
 
 class PerSampleNoise(NoiseSource):

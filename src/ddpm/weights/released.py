@@ -64,44 +64,44 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "cifar10": Preset(
-        _CIFAR_UNET,
-        "fixed_large",
-        0.1,
-        "cifar10",
-        "google/ddpm-cifar10-32",
-        "ema_diffusion_cifar10_model",
+        unet=_CIFAR_UNET,
+        var_type="fixed_large",
+        dropout=0.1,
+        data="cifar10",
+        diffusers_id="google/ddpm-cifar10-32",
+        pesser_name="ema_diffusion_cifar10_model",
     ),
     "lsun_church": Preset(
-        _LSUN_UNET,
-        "fixed_small",
-        0.0,
-        "lsun_church",
-        "google/ddpm-church-256",
-        "ema_diffusion_lsun_church_model",
+        unet=_LSUN_UNET,
+        var_type="fixed_small",
+        dropout=0.0,
+        data="lsun_church",
+        diffusers_id="google/ddpm-church-256",
+        pesser_name="ema_diffusion_lsun_church_model",
     ),
     "lsun_bedroom": Preset(
-        _LSUN_UNET,
-        "fixed_small",
-        0.0,
-        "lsun_bedroom",
-        "google/ddpm-bedroom-256",
-        "ema_diffusion_lsun_bedroom_model",
+        unet=_LSUN_UNET,
+        var_type="fixed_small",
+        dropout=0.0,
+        data="lsun_bedroom",
+        diffusers_id="google/ddpm-bedroom-256",
+        pesser_name="ema_diffusion_lsun_bedroom_model",
     ),
     "lsun_cat": Preset(
-        _LSUN_UNET,
-        "fixed_small",
-        0.0,
-        "lsun_cat",
-        "google/ddpm-cat-256",
-        "ema_diffusion_lsun_cat_model",
+        unet=_LSUN_UNET,
+        var_type="fixed_small",
+        dropout=0.0,
+        data="lsun_cat",
+        diffusers_id="google/ddpm-cat-256",
+        pesser_name="ema_diffusion_lsun_cat_model",
     ),
     "celeba_hq": Preset(
-        _LSUN_UNET,
-        "fixed_small",
-        0.0,
-        "image_folder",
-        "google/ddpm-celebahq-256",
-        "ema_diffusion_celeba_hq_model",
+        unet=_LSUN_UNET,
+        var_type="fixed_small",
+        dropout=0.0,
+        data="image_folder",
+        diffusers_id="google/ddpm-celebahq-256",
+        pesser_name="ema_diffusion_celeba_hq_model",
     ),
 }
 
@@ -287,7 +287,7 @@ def diffusion_from_scheduler(
     notes: list[str] = []
     if config is None:
         notes.append("no scheduler_config.json: using the paper's linear betas 1e-4..0.02, T=1000")
-        return GaussianDiffusion("linear", 1000, 1e-4, 0.02, "eps", var_type), notes  # type: ignore[arg-type]
+        return GaussianDiffusion("linear", 1000, 1e-4, 0.02, mean_type="eps", var_type=var_type), notes  # type: ignore[arg-type]
     prediction = config.get("prediction_type", "epsilon")
     if prediction != "epsilon":
         raise CheckpointError(f"{source}: prediction_type={prediction!r} is not supported (need 'epsilon')")
