@@ -10,6 +10,7 @@ import torch
 
 from ddpm.diffusion.losses import HybridLoss, SimpleLoss, VLBLoss
 from ddpm.diffusion.timestep_sampler import LossAwareTimestepSampler
+from ddpm.evaluation.paper_numbers import TABLE2 as PAPER_TABLE2
 from ddpm.utils.config import config_dir
 from tests.helpers import TINY, compose_train, run_cli
 
@@ -29,8 +30,10 @@ def test_every_table2_cell_has_an_experiment_and_the_sweep_lists_them_all(tmp_pa
     assert files == sorted(TABLE2)
     for name, (*_, paper) in TABLE2.items():
         text = (config_dir() / "experiment" / f"{name}.yaml").read_text()
-        numbers = paper.replace("±", " +- ").replace("–", "-").split()
-        assert all(tok in text for tok in numbers if tok not in ("/", "-")), name
+        assert f'paper_numbers.TABLE2["{name}"]' in text, name  # the config points at the one table
+        numbers = [float(tok) for tok in paper.replace("±", " ").replace("/", " ").split() if tok != "–"]
+        published = PAPER_TABLE2[name]
+        assert numbers == [published[k] for k in ("is", "is_std", "fid") if k in published], name
     cfg = compose_train(["hparams_search=table2"], tmp_path)
     swept = str(cfg_hydra_sweep(tmp_path)).split(",")
     assert swept == list(TABLE2), swept

@@ -7,6 +7,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from ddpm.io.atomic import atomic_write
+
 
 class LossCurveCallback(L.Callback):
     """Collects the per-step training loss (without a device sync per step) and plots it.
@@ -66,7 +68,6 @@ class LossCurveCallback(L.Callback):
         ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        self.output_path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(self.output_path, dpi=120)
+        atomic_write(self.output_path, lambda f: fig.savefig(f, format="png", dpi=120))
         plt.close(fig)
         return self.output_path

@@ -148,8 +148,12 @@ def generate_shards(
     settings: GenerationSettings,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    cond: Cond | None = None,
 ) -> list[int]:
-    """Generate this rank's missing shards; returns the shard ids of this rank (done or resumed)."""
+    """Generate this rank's missing shards; returns the shard ids of this rank (done or resumed).
+
+    ``cond`` (optional) holds one row per sample ``0..N-1`` (e.g. class labels).
+    """
     rank, world = rank_and_world()
     mine = store.shards_of_rank(rank, world)
     todo = store.missing(mine)
@@ -170,6 +174,7 @@ def generate_shards(
         batch_size=settings.batch_size,
         device=device,
         progress=progress and rank == 0,
+        cond={key: value[indices] for key, value in (cond or {}).items()},
     )
     queue, buffer = deque(todo), torch.empty(0, dtype=torch.uint8)
     for _, images in batches:

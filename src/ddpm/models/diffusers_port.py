@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ddpm.io.checkpoint_file import read_checkpoint
 from ddpm.models.unet import UNet
 
 __all__ = [
@@ -378,7 +379,7 @@ def _load_weights(model_dir: Path) -> dict[str, Tensor]:
             from safetensors.torch import load_file
 
             return load_file(str(path), device="cpu")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return read_checkpoint(path)
     raise FileNotFoundError(
         f"load_diffusers_unet: no weights in {model_dir}: expected one of {list(WEIGHTS_NAMES)} "
         "(sharded or variant checkpoints such as *.fp16.safetensors are not supported; "
