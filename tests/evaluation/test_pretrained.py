@@ -122,3 +122,14 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
     torch.save({"weights": [1, 2]}, tmp_path / "other.ckpt")
     with pytest.raises(CheckpointError, match="state dict"):
         load_model(tmp_path / "other.ckpt", preset="cifar10")
+
+
+def test_var_type_overrides_the_reverse_variance_of_our_checkpoints(tmp_path):
+    write_lightning_checkpoint(tmp_path / "last.ckpt", tmp_path)
+    trained = load_model(tmp_path / "last.ckpt")
+    small = load_model(tmp_path / "last.ckpt", var_type="fixed_small")
+    assert trained.diffusion.var_type == "fixed_large" and small.diffusion.var_type == "fixed_small"
+    assert torch.equal(small.diffusion.betas, trained.diffusion.betas)
+    assert small.diffusion.mean_type == trained.diffusion.mean_type
+    with pytest.raises(ConfigError, match="learned variance"):
+        load_model(tmp_path / "last.ckpt", var_type="learned_range")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ddpm.errors import CheckpointError
+from ddpm.diffusion.gaussian import GaussianDiffusion
+from ddpm.errors import CheckpointError, ConfigError
 from ddpm.io.checkpoint_file import is_lightning_checkpoint, read_checkpoint
 from ddpm.lightning.restore import checkpoint_config, module_from_checkpoint
 from ddpm.models.shape import image_shape_of
@@ -23,8 +24,21 @@ RAW_WEIGHTS_NOTE = (
 )
 
 
+def with_var_type(diffusion: GaussianDiffusion, var_type: str | None) -> GaussianDiffusion:
+    """The same forward process sampled with another fixed reverse variance (``None``: unchanged)."""
+    if not var_type or var_type == diffusion.var_type:
+        return diffusion
+    if diffusion.var_type.startswith("learned") or var_type.startswith("learned"):
+        raise ConfigError(
+            f"var_type={var_type} cannot replace the model's {diffusion.var_type}: a learned variance is "
+            "part of the network's output; drop var_type=..."
+        )
+    betas = diffusion.betas.detach().cpu()
+    return GaussianDiffusion(mean_type=diffusion.mean_type, var_type=var_type, betas=betas)  # type: ignore[arg-type]
+
+
 def load_lightning_checkpoint(
-    path: str | Path, use_ema: bool = True, checkpoint: dict | None = None
+    path: str | Path, use_ema: bool = True, checkpoint: dict | None = None, var_type: str | None = None
 ) -> LoadedModel:
     """Rebuild the LightningModule from the checkpoint's ``ddpm_config`` and take its EMA (or raw) network.
 
@@ -40,8 +54,9 @@ def load_lightning_checkpoint(
         log.warning("Evaluating the raw weights of %s: %s", path, notes[-1])
     shape = image_shape_of(net, config.get("model"))
     weights = "ema" if use_ema else "raw"
+    diffusion = with_var_type(module.diffusion, var_type)
     return LoadedModel(
-        net, module.diffusion, shape, str(path), "lightning", weights=weights, config=config, notes=notes
+        net, diffusion, shape, str(path), "lightning", weights=weights, config=config, notes=notes
     )
 
 
@@ -62,9 +77,7 @@ def load_model(
     if is_lightning_checkpoint(contents):
         if preset is not None:
             log.warning("pretrained=%s is ignored: our checkpoints store their own config", preset)
-        if var_type is not None:
-            log.info("Sampling %s with var_type=%s instead of its training run's", path, var_type)
-        return load_lightning_checkpoint(path, use_ema, checkpoint=contents)
+        return load_lightning_checkpoint(path, use_ema, checkpoint=contents, var_type=var_type)
     return load_pesser_state_dict(path, preset, var_type=var_type, state_dict=contents)
 
 
