@@ -148,3 +148,31 @@ def test_torch_fidelity_end_to_end_agrees(inception_path, inception, two_sets):
     a = InceptionStatistics(3, (3, 1), feature_dim=2048)
     a.update(f_noisy, l_noisy, torch.arange(3))
     assert a.inception_score(3)[0] == pytest.approx(reference["inception_score_mean"], rel=1e-6)
+
+
+def test_inception_runs_in_strict_fp32_whatever_the_tf32_setting(inception, monkeypatch):
+    seen = {}
+    forward = inception.net.forward
+
+    def spy(x):
+        seen["precision"] = torch.get_float32_matmul_precision()
+        seen["cudnn_tf32"] = torch.backends.cudnn.allow_tf32
+        return forward(x)
+
+    monkeypatch.setattr(inception.net, "forward", spy)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")  # what GPU training runs use
+    try:
+        inception(_images(1, 0))
+        assert seen == {"precision": "highest", "cudnn_tf32": False}
+        assert torch.get_float32_matmul_precision() == "high"  # restored for the U-Net
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def test_features_do_not_depend_on_the_inception_batch_size(inception):
+    images = _images(4, 2)
+    features, logits = inception(images)
+    parts = [inception(images[:1]), inception(images[1:])]
+    torch.testing.assert_close(torch.cat([f for f, _ in parts]), features, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(torch.cat([g for _, g in parts]), logits, rtol=1e-4, atol=1e-4)

@@ -20,7 +20,8 @@ import logging
 import os
 import sys
 import tempfile
-from contextlib import redirect_stdout
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,26 @@ def _build_extractor(weights_path: Path | None) -> nn.Module:
     return net.eval()
 
 
+@contextmanager
+def strict_fp32() -> Iterator[None]:
+    """Full-precision fp32 matmuls and convolutions in the block, whatever the global TF32 setting.
+
+    FID is sensitive to small feature changes, and TF32 (allowed for cuDNN convolutions by default on
+    Ampere+ GPUs, and for matmuls under ``float32_matmul_precision=high``) changes them: the Inception
+    always runs in strict fp32, while the U-Net may use TF32. On the CPU this changes nothing.
+    """
+    matmul_precision = torch.get_float32_matmul_precision()
+    cuda_matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
+            yield
+    finally:
+        torch.set_float32_matmul_precision(matmul_precision)
+        torch.backends.cuda.matmul.allow_tf32 = cuda_matmul_tf32
+
+
 def as_uint8_rgb(images: Tensor) -> Tensor:
     """[B, C, H, W] images -> uint8 RGB in [0, 255]: float input is model space [-1, 1] (rounded as the
     official code), grayscale is repeated over 3 channels."""
@@ -206,7 +227,8 @@ class InceptionFeatureExtractor(nn.Module):
     @torch.no_grad()
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         device = next(self.net.parameters()).device
-        features, logits = self.net(as_uint8_rgb(images.to(device)))
+        with strict_fp32():
+            features, logits = self.net(as_uint8_rgb(images.to(device)))
         return features, logits
 
 
