@@ -4,7 +4,8 @@ Plain functions, importable by any test:
 
 * :func:`write_fake_cifar10` -> ``root/cifar-10-batches-py/`` (the python pickle release);
 * :func:`write_fake_lsun_lmdb` -> an LMDB directory as in the LSUN release;
-* :func:`write_fake_image_folder` -> a folder of PNGs.
+* :func:`write_fake_image_folder` -> a folder of PNGs;
+* :func:`truncate_lmdb_value` -> cut an image of such an LMDB short (a corrupt JPEG).
 """
 
 from __future__ import annotations
@@ -133,3 +134,17 @@ def write_fake_image_folder(
         folder.mkdir(exist_ok=True)
         _random_image(rng, size).save(folder / f"img_{i:04d}.png")
     return path
+
+
+def truncate_lmdb_value(path: Path, index: int, keep: float = 0.5) -> bytes:
+    """Keep only the first ``keep`` share of the bytes of the ``index``-th key (sorted); returns the key."""
+    import lmdb
+
+    env = lmdb.open(str(path), subdir=True)
+    try:
+        with env.begin(write=True) as txn:
+            key, value = list(txn.cursor())[index]
+            txn.put(key, bytes(value)[: int(len(value) * keep)])
+    finally:
+        env.close()
+    return bytes(key)

@@ -9,6 +9,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ddpm.data.bad_images import BadImageError, BadImagePolicy, report_bad_images
 from ddpm.data.base import DiffusionDataModule
 from ddpm.data.splits import num_val_items, split_indices
 from ddpm.data.transforms import pil_to_model
@@ -42,19 +43,41 @@ def find_images(root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) 
 
 
 class ImageFileDataset(Dataset):
-    """Image files -> center crop + resize to ``image_size`` -> float32 [C, S, S] in [-1, 1]."""
+    """Image files -> center crop + resize to ``image_size`` -> float32 [C, S, S] in [-1, 1].
 
-    def __init__(self, files: Sequence[str | Path], image_size: int, channels: int = 3) -> None:
+    A truncated or corrupt file raises :class:`~ddpm.data.bad_images.BadImageError` naming it, or is
+    replaced by the next good file, as ``bad_images`` says (raise when None).
+    """
+
+    def __init__(
+        self,
+        files: Sequence[str | Path],
+        image_size: int,
+        channels: int = 3,
+        bad_images: BadImagePolicy | None = None,
+    ) -> None:
         self.files = [str(f) for f in files]
         self.image_size = int(image_size)
         self.channels = int(channels)
+        self.bad_images = bad_images or BadImagePolicy(skip=False, what="image folder")
 
     def __len__(self) -> int:
         return len(self.files)
 
+    def decode(self, index: int) -> Tensor:
+        """Item ``index``; :class:`BadImageError` if its file cannot be decoded."""
+        try:
+            with Image.open(self.files[index]) as image:
+                return pil_to_model(image, self.image_size, self.channels)
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... on bad files
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+            raise BadImageError(
+                f"image file {self.files[index]} cannot be decoded ({reason}): remove it, or set "
+                "data.skip_bad_images=true to replace it by the next good image"
+            ) from None
+
     def __getitem__(self, index: int) -> Tensor:
-        with Image.open(self.files[index]) as image:
-            return pil_to_model(image, self.image_size, self.channels)
+        return self.bad_images.load(index, len(self), self.decode)
 
 
 class ImageFolderDataModule(DiffusionDataModule):
@@ -70,6 +93,8 @@ class ImageFolderDataModule(DiffusionDataModule):
         val_fraction: share held out for validation (at least one image), a fixed random subset of the
             sorted file list chosen by ``split_seed`` (see :func:`ddpm.data.splits.split_indices`).
         split_seed: seed of the split (independent of ``seed``, which drives order and flips).
+        skip_bad_images: replace a truncated or corrupt file by the next good one and count it,
+            instead of stopping with an error naming the file (:mod:`ddpm.data.bad_images`).
         Other arguments: see :class:`~ddpm.data.base.DiffusionDataModule`.
     """
 
@@ -81,6 +106,7 @@ class ImageFolderDataModule(DiffusionDataModule):
         grayscale: bool = False,
         val_fraction: float = 0.05,
         split_seed: int = 0,
+        skip_bad_images: bool = False,
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
@@ -106,6 +132,7 @@ class ImageFolderDataModule(DiffusionDataModule):
         self.grayscale = bool(grayscale)
         self.val_fraction = float(val_fraction)
         self.split_seed = int(split_seed)
+        self.skip_bad_images = bool(skip_bad_images)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -121,6 +148,15 @@ class ImageFolderDataModule(DiffusionDataModule):
         train_idx, val_idx = split_indices(
             len(files), num_val_items(len(files), self.val_fraction), self.split_seed
         )
-        channels = self.image_shape[0]
-        self.train_set = ImageFileDataset([files[i] for i in train_idx], self.image_size, channels)
-        self.val_set = ImageFileDataset([files[i] for i in val_idx], self.image_size, channels)
+        for split, indices in (("train", train_idx), ("val", val_idx)):
+            dataset = ImageFileDataset(
+                [files[i] for i in indices],
+                self.image_size,
+                channels=self.image_shape[0],
+                bad_images=BadImagePolicy(self.skip_bad_images, what=f"image folder {self.path} ({split})"),
+            )
+            setattr(self, f"{split}_set", dataset)
+
+    def teardown(self, stage: str | None = None) -> None:
+        for dataset in (self.train_set, self.val_set):
+            report_bad_images(dataset, "since the last report")

@@ -17,6 +17,10 @@ Lightning 2.6 (checked in ``lightning/pytorch/loops``) and a plain ``DataLoader`
 run; the loader then makes :class:`ResumableDistributedSampler` skip the batches already consumed in
 that epoch. Its ``__iter__`` is lazy (a generator), so the underlying iterator and its workers are only
 created at the first ``next()``, after Lightning's ``set_epoch``.
+
+Bad images skipped with ``data.skip_bad_images=true`` are replaced by a fixed substitute, not dropped
+(:mod:`ddpm.data.bad_images`), so they change neither the order nor the resumed position; the loader
+logs their count at the end of each epoch.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ddpm.data.bad_images import report_bad_images
 
 
 class ResumableDistributedSampler(DistributedSampler):
@@ -112,3 +118,4 @@ class ResumableDataLoader(DataLoader):
         for batch in super().__iter__():
             self._batches += 1
             yield batch
+        report_bad_images(self.dataset, f"in epoch {epoch}")

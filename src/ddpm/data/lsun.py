@@ -8,6 +8,7 @@ directory (Hydra) and is shared, unsafely, between concurrent jobs.
 from __future__ import annotations
 
 import io
+import logging
 import os
 from pathlib import Path
 
@@ -16,11 +17,14 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ddpm.data.bad_images import BadImageError, BadImagePolicy, report_bad_images
 from ddpm.data.base import DiffusionDataModule
+from ddpm.data.lsun_shards import MANIFEST, ShardImageDataset, read_manifest
 from ddpm.data.splits import split_indices
-from ddpm.data.transforms import pil_to_model
+from ddpm.data.transforms import create_lsun_pixels, uint8_to_model
 from ddpm.errors import ConfigError, DatasetNotFoundError
 
+log = logging.getLogger(__name__)
 LSUN_HELP = (
     "get it with the official script of github.com/fyu/lsun (`python download.py -c {category}`; "
     "object categories such as cat are zips linked from that repository) and unzip it into {root}"
@@ -73,39 +77,74 @@ def list_lmdb_keys(path: str | Path) -> np.ndarray | list[bytes]:
     return np.array(keys, dtype=f"S{max(len(k) for k in keys)}")
 
 
+def _key_name(key: bytes) -> str:
+    return key.decode("ascii", errors="backslashreplace")
+
+
+def decode_create_lsun(data: bytes, size: int, name: str) -> np.ndarray:
+    """Encoded image bytes -> uint8 [3, size, size] by StyleGAN2's ``create_lsun`` steps.
+
+    A truncated or corrupt image raises :class:`~ddpm.data.bad_images.BadImageError` naming ``name``.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            pixels = create_lsun_pixels(image, size)
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... on bad bytes
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise BadImageError(
+            f"{name} cannot be decoded ({reason}): remove it, or set data.skip_bad_images=true "
+            "to replace it by the next good image"
+        ) from None
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
 class LMDBImageDataset(Dataset):
     """Images stored as encoded bytes (JPEG, WebP, PNG) in an LMDB, as in the official LSUN release.
 
     Keys are listed once at construction (or passed in). The environment is opened lazily, read-only,
     without locking or readahead, once per process (:func:`shared_env`): an open LMDB environment
-    cannot be pickled to, nor shared with, DataLoader workers. Items: RGB, center crop, bicubic resize
-    to ``image_size``, float32 [3, S, S] in [-1, 1].
+    cannot be pickled to, nor shared with, DataLoader workers. Items: StyleGAN2's ``create_lsun``
+    preprocessing (:func:`~ddpm.data.transforms.create_lsun_pixels`: centre crop, Lanczos resize to
+    ``image_size``, uint8), then float32 [3, S, S] in [-1, 1]. A bad image raises or is replaced as
+    ``bad_images`` says (:mod:`ddpm.data.bad_images`; raise when None).
     """
 
     def __init__(
-        self, path: str | Path, image_size: int, keys: np.ndarray | list[bytes] | None = None
+        self,
+        path: str | Path,
+        image_size: int,
+        keys: np.ndarray | list[bytes] | None = None,
+        bad_images: BadImagePolicy | None = None,
     ) -> None:
         self.path = str(path)
         self.image_size = int(image_size)
         self.keys = list_lmdb_keys(self.path) if keys is None else keys
+        self.bad_images = bad_images or BadImagePolicy(skip=False, what=f"LMDB {self.path}")
 
     def __len__(self) -> int:
         return len(self.keys)
 
-    def __getitem__(self, index: int) -> Tensor:
+    def decode(self, index: int) -> np.ndarray:
+        """uint8 [3, S, S] of item ``index``; :class:`BadImageError` if it cannot be decoded."""
         key = bytes(self.keys[index])
         with shared_env(self.path).begin(write=False) as txn:
             value = txn.get(key)
             if value is None:
                 raise KeyError(f"key {key!r} not found in {self.path}")
             data = bytes(value)
-        with Image.open(io.BytesIO(data)) as image:
-            return pil_to_model(image, self.image_size, channels=3)
+        return decode_create_lsun(data, self.image_size, f"LSUN image key {_key_name(key)} in {self.path}")
+
+    def pixels(self, index: int) -> np.ndarray:
+        """uint8 [3, S, S] of item ``index``, a bad image handled by the policy."""
+        return self.bad_images.load(index, len(self), self.decode)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return uint8_to_model(self.pixels(index))
 
     def subset(self, indices: np.ndarray) -> LMDBImageDataset:
-        """The same LMDB restricted to the keys at ``indices``."""
+        """The same LMDB restricted to the keys at ``indices`` (sharing the bad-image policy)."""
         keys = self.keys[indices] if isinstance(self.keys, np.ndarray) else [self.keys[i] for i in indices]
-        return LMDBImageDataset(self.path, self.image_size, keys=keys)
+        return LMDBImageDataset(self.path, self.image_size, keys=keys, bad_images=self.bad_images)
 
     def close(self) -> None:
         """Close the environment in this process (reopened on the next access)."""
@@ -127,7 +166,14 @@ def _is_lmdb(path: Path) -> bool:
 
 
 class LSUNDataModule(DiffusionDataModule):
-    """LSUN at ``image_size`` (256 in the paper): center crop + bicubic resize, x/127.5 - 1.
+    """LSUN at ``image_size`` (256 in the paper), preprocessed as the paper's data was, x/127.5 - 1.
+
+    The paper's LSUN data came from StyleGAN2's ``dataset_tool.py create_lsun`` (centre crop, then PIL
+    ``ANTIALIAS``, i.e. Lanczos, resize to 256, uint8), so items follow exactly those steps
+    (:func:`~ddpm.data.transforms.create_lsun_pixels`): FIDs are then comparable with the paper's
+    7.89 (church) and 4.90 (bedroom), which a bicubic resize would shift. Training images are read
+    from ready-sized uint8 shards when there are any (``python -m ddpm.data.prepare_lsun``; the same
+    pixels, no JPEG decoding), else decoded from the LMDB.
 
     Args:
         root: directory holding ``{category}_train_lmdb/`` and ``{category}_val_lmdb/`` (the official
@@ -139,6 +185,10 @@ class LSUNDataModule(DiffusionDataModule):
             random subset (:func:`ddpm.data.splits.split_indices` with ``split_seed``). 300 matches
             the size of the official scene validation sets.
         split_seed: seed of that held-out split.
+        shards_dir: the converted training LMDB; ``"auto"`` uses ``{root}/{category}_{image_size}``
+            if a finished conversion is there, None never uses shards.
+        skip_bad_images: replace a truncated or corrupt image by the next good one and count it,
+            instead of stopping with an error naming its key (:mod:`ddpm.data.bad_images`).
         random_flip: True for church/bedroom as in the paper; the paper does not flip LSUN cat.
         Other arguments: see :class:`~ddpm.data.base.DiffusionDataModule`.
     """
@@ -151,6 +201,8 @@ class LSUNDataModule(DiffusionDataModule):
         image_size: int = 256,
         val_holdout: int = 300,
         split_seed: int = 0,
+        shards_dir: str | Path | None = "auto",
+        skip_bad_images: bool = False,
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
@@ -176,6 +228,8 @@ class LSUNDataModule(DiffusionDataModule):
         self.image_size = int(image_size)
         self.val_holdout = int(val_holdout)
         self.split_seed = int(split_seed)
+        self.shards_dir = None if shards_dir in (None, "", "none", "null") else str(shards_dir)
+        self.skip_bad_images = bool(skip_bad_images)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -191,16 +245,42 @@ class LSUNDataModule(DiffusionDataModule):
             + LSUN_HELP.format(category=self.category, root=self.root)
         )
 
+    def shards_path(self) -> Path | None:
+        """The folder of converted training shards to read, or None (decode the LMDB)."""
+        if self.shards_dir is None:
+            return None
+        if self.shards_dir == "auto":
+            candidate = self.root / f"{self.category}_{self.image_size}"
+            return candidate if (candidate / MANIFEST).is_file() else None
+        read_manifest(self.shards_dir)  # a clear error if the conversion is missing or unfinished
+        return Path(self.shards_dir)
+
     def prepare_data(self) -> None:
-        self._train_lmdb()  # fail early, in one line
+        if self.shards_path() is None:
+            self._train_lmdb()  # fail early, in one line
+
+    def _policy(self, split: str) -> BadImagePolicy:
+        return BadImagePolicy(self.skip_bad_images, what=f"LSUN {self.category} {split}")
+
+    def _train_source(self) -> LMDBImageDataset | ShardImageDataset:
+        shards = self.shards_path()
+        if shards is None:
+            return LMDBImageDataset(self._train_lmdb(), self.image_size, bad_images=self._policy("train"))
+        dataset = ShardImageDataset(shards, self.image_size)
+        bad = dataset.manifest.get("bad_keys") or []
+        log.info("LSUN %s: reading the ready-sized shards in %s", self.category, shards)
+        if bad:
+            log.warning("LSUN shards in %s: %d bad image(s) were replaced at conversion", shards, len(bad))
+        return dataset
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None and self.val_set is not None:
             return
-        train = LMDBImageDataset(self._train_lmdb(), self.image_size)
+        train = self._train_source()
         _, val_path = lsun_paths(self.root, self.category)
         if _is_lmdb(val_path):
-            self.train_set, self.val_set = train, LMDBImageDataset(val_path, self.image_size)
+            val = LMDBImageDataset(val_path, self.image_size, bad_images=self._policy("val"))
+            self.train_set, self.val_set = train, val
             return
         n = len(train)
         if n < 2:
@@ -213,5 +293,6 @@ class LSUNDataModule(DiffusionDataModule):
 
     def teardown(self, stage: str | None = None) -> None:
         for dataset in (self.train_set, self.val_set):
+            report_bad_images(dataset, "since the last report")
             if isinstance(dataset, LMDBImageDataset):
                 dataset.close()

@@ -40,6 +40,22 @@ def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
     return image
 
 
+def create_lsun_pixels(image: Image.Image, size: int) -> np.ndarray:
+    """StyleGAN2's ``dataset_tool.py create_lsun`` steps: uint8 [size, size, 3].
+
+    RGB, centre crop to the square of side ``min(h, w)`` at offset ``((h - side) // 2, (w - side) // 2)``
+    (its numpy slice), then PIL ``ANTIALIAS`` (= ``LANCZOS``) resize to ``size``, kept as uint8. The
+    paper's LSUN data went through these steps (decoded there by OpenCV, here by PIL: the same
+    libjpeg-turbo decoder in both wheels, but no EXIF rotation here).
+    """
+    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    height, width = array.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = Image.fromarray(np.ascontiguousarray(array[top : top + side, left : left + side]), "RGB")
+    return np.asarray(square.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
 def pil_to_model(image: Image.Image, size: int, channels: int = 3) -> Tensor:
     """A PIL image -> center crop + resize -> float32 [C, size, size] in [-1, 1]."""
     if channels not in (1, 3):
