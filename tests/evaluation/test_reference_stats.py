@@ -108,3 +108,24 @@ def test_key_digest_is_stable():
     key = ReferenceKey("cifar10", "train", (3, 32, 32), 50000, "ab" * 32, "cd" * 16)
     assert key.digest() == ReferenceKey("cifar10", "train", (3, 32, 32), 50000, "ab" * 32, "cd" * 16).digest()
     assert key.filename().startswith("cifar10-train-3x32x32-n50000-")
+
+
+def test_reference_features_are_cached_beside_the_statistics(tmp_path):
+    dataset, extractor = RandomImages(10), StubExtractor()
+    stats_only, key, _ = _stats(dataset, extractor, tmp_path)  # an existing statistics cache...
+    calls = extractor.calls
+    first = _stats(dataset, extractor, tmp_path, with_features=True)  # ...gains features in one pass
+    assert not first.hit and extractor.calls > calls
+    assert first.features.shape == (10, 16) and first.features.dtype == torch.float32
+    torch.testing.assert_close(first.features, extractor(dataset.images)[0], rtol=1e-5, atol=1e-6)
+    assert torch.equal(first.stats.features.outer, stats_only.features.outer)  # the cached stats are kept
+    assert (tmp_path / key.features_filename()).is_file()
+    calls = extractor.calls
+    second = _stats(dataset, extractor, tmp_path, with_features=True)
+    assert second.hit and extractor.calls == calls  # the second call hits the cache
+    assert torch.equal(second.features, first.features)
+    assert torch.equal(second.stats.features.total, first.stats.features.total)
+    # a damaged feature file is rebuilt, never trusted
+    (tmp_path / key.features_filename()).write_bytes(b"garbage")
+    third = _stats(dataset, extractor, tmp_path, with_features=True)
+    assert not third.hit and extractor.calls > calls and torch.equal(third.features, first.features)

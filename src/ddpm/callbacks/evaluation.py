@@ -1,4 +1,5 @@
-"""In-training FID / Inception Score of EMA samples, every N steps, on 1 CPU, 1 GPU or DDP alike."""
+"""In-training FID / Inception Score (and KID, precision/recall) of EMA samples, every N steps, on 1 CPU,
+1 GPU or DDP alike."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import torch
 from ddpm.callbacks.periodic import PeriodicEMACallback
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.evaluation.distributed import rank_and_world
-from ddpm.evaluation.fid_is import FIDSettings, fid_against, reference_for, sample_statistics
+from ddpm.evaluation.fid_is import FIDSettings, feature_scores, fid_against, reference_for, sample_statistics
 from ddpm.evaluation.generation import generate
 from ddpm.evaluation.inception import load_inception
 from ddpm.evaluation.metrics import InceptionStatistics, count_label
+from ddpm.evaluation.reference_stats import ReferenceSet
 from ddpm.sampling import AncestralSampler
 
 SamplerFactory = Callable[[GaussianDiffusion], Any]
@@ -37,7 +39,10 @@ class FIDCallback(PeriodicEMACallback):
     logs the same values (nothing runs on rank 0 only, so DDP cannot hang here). Names state the
     protocol: ``{prefix}fid_10k_train``, ``fid_10k_test``, ``is_10k_10splits``, ``is_10k_1split``,
     with the sampler in the name when it is not the paper's (``fid_10k_ddim50_train``). Reference
-    statistics are computed once and cached in ``protocol.cache_dir``.
+    statistics are computed once and cached in ``protocol.cache_dir``. With ``protocol.kid`` /
+    ``protocol.precision_recall`` the same Inception pass also gives ``kid_10k_ddim50_train`` and
+    ``precision_...`` / ``recall_...`` (the samples' features are gathered once, then freed; the
+    reference features are cached like the statistics).
 
     Args:
         every_n_steps: period in optimizer steps (0: only at the end with ``at_end``).
@@ -72,19 +77,20 @@ class FIDCallback(PeriodicEMACallback):
         self.prefix = prefix
         self.last_metrics: dict[str, float] = {}
         self._extractor: torch.nn.Module | None = None
-        self._references: dict[str, InceptionStatistics] = {}
+        self._references: dict[str, ReferenceSet] = {}
 
-    def _reference(self, trainer: L.Trainer, split: str, device: torch.device) -> InceptionStatistics:
+    def _reference(self, trainer: L.Trainer, split: str, device: torch.device) -> ReferenceSet:
         if split not in self._references:
             if trainer.datamodule is None:
                 raise RuntimeError("FIDCallback needs the Trainer's datamodule for the reference statistics")
-            stats, _, _ = reference_for(
+            self._references[split] = reference_for(
                 trainer.datamodule, split, self._extractor, self.protocol, device=device
             )
-            self._references[split] = stats
         return self._references[split]
 
-    def _sample_statistics(self, trainer: L.Trainer, pl_module: L.LightningModule, sampler: Any) -> Any:
+    def _sample_statistics(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, sampler: Any
+    ) -> tuple[InceptionStatistics, torch.Tensor | None]:
         device = pl_module.device
         if self._extractor is None:
             self._extractor = load_inception(
@@ -104,15 +110,17 @@ class FIDCallback(PeriodicEMACallback):
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule, final: bool) -> dict[str, float]:
         sampler = self.sampler_factory(pl_module.diffusion)
-        stats = self._sample_statistics(trainer, pl_module, sampler)
+        stats, features = self._sample_statistics(trainer, pl_module, sampler)
         tag = sampler_tag(sampler)
         label = f"{count_label(self.num_samples)}_{tag}" if tag else count_label(self.num_samples)
-        metrics = {
-            f"{self.prefix}fid_{label}_{split}": fid_against(
-                stats, self._reference(trainer, split, pl_module.device)
-            )
-            for split in self.protocol.reference_splits
-        }
+        metrics: dict[str, float] = {}
+        for split in self.protocol.reference_splits:
+            reference = self._reference(trainer, split, pl_module.device)
+            metrics[f"{self.prefix}fid_{label}_{split}"] = fid_against(stats, reference.stats)
+            if features is not None:
+                scores = feature_scores(features, reference.features, self.protocol, f"{label}_{split}")
+                metrics.update({f"{self.prefix}{k}": v for k, v in scores.items() if not k.endswith("_std")})
+        del features
         scores = stats.scores(label)
         metrics.update({f"{self.prefix}{k}": v for k, v in scores.items() if not k.endswith("_std")})
         self.last_metrics = metrics

@@ -4,6 +4,8 @@
     ddpm-eval checkpoint=/models/ddpm-cifar10-32 pretrained=cifar10 data=cifar10      # diffusers folder
     ddpm-eval checkpoint=/models/ema_diffusion_cifar10_model/model-790000.ckpt pretrained=cifar10 data=cifar10
     ddpm-eval ... metrics.nll.enabled=true                 # + bits/dim on the test set
+    ddpm-eval ... metrics.kid=true metrics.precision_recall=true   # + KID, precision/recall (same pass)
+    ddpm-eval ... num_draws=3          # seeds 0.., 50000.., 100000..: mean +- std over 3 draws
     ddpm-eval ... hydra.run.dir=<dir of an interrupted run>                           # resume
     torchrun --nproc_per_node=8 -m ddpm.cli.ddpm_eval ... hydra.run.dir=<dir>                  # 8 GPUs
     ddpm-eval mode=check_inception data=cifar10    # real-data IS / train-vs-test FID: 11.24 / 3.15?
@@ -11,11 +13,15 @@
 Default protocol: 50,000 samples, every one of the T=1000 ancestral steps, EMA weights; FID against
 the training and the test set; IS with 10 splits and with 1 split. Writes ``report.json`` (metrics and
 protocol only, so a resumed run writes the same file), ``run_info.json`` (timings, cache hits),
-``samples.png`` and ``samples/samples_XXXXX.npz`` (uint8 [n, H, W, C]).
+``samples.png``, ``samples/samples_XXXXX.npz`` (uint8 [n, H, W, C]) and ``features/features_XXXXX.npz``
+(their float32 Inception features and logits: the Inception pass resumes too). Draws after the first
+are in ``draws/seed<seed>/``; the report then holds each metric's mean (``metrics``), its std over the
+draws (``metrics_std``, ddof=1) and every draw's metrics (``draws``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -36,15 +42,19 @@ from ddpm.evaluation.paper_numbers import dataset_family, paper_numbers
 from ddpm.evaluation.protocol import (
     EvalJob,
     EvalSettings,
+    draw_dir,
+    draw_seeds,
     fid_is_stage,
     generate_stage,
+    inception_stage,
     nll_stage,
     protocol_record,
     save_grid,
 )
 from ddpm.evaluation.reference_stats import describe_datamodule, split_dataset
-from ddpm.evaluation.report import summary_lines
+from ddpm.evaluation.report import spread, summary_lines
 from ddpm.io.atomic import atomic_write_json
+from ddpm.io.shards import ShardStore
 from ddpm.utils.config import config_dir
 from ddpm.utils.device import resolve_device
 from ddpm.weights import get_preset, load_model
@@ -130,37 +140,70 @@ def write_outputs(job: EvalJob, report: dict[str, Any], out_dir: Path, cache_hit
     info = {"output_dir": str(out_dir), "world_size": rank_and_world()[1], "timings": job.timings}
     atomic_write_json(out_dir / "run_info.json", {**info, "reference_cache_hits": cache_hits})
     title = f"Evaluation of {job.loaded.source} ({job.loaded.weights} weights):"
-    print("\n".join([title, *summary_lines(report["metrics"], report["expected"])]))
+    lines = summary_lines(report["metrics"], report["expected"], report.get("metrics_std"))
+    if "draws" in report:
+        title += f" mean +- std over {len(report['draws'])} draws (seeds {report['protocol']['seeds']})"
+    print("\n".join([title, *lines]))
     print(f"Report: {out_dir / 'report.json'}")
 
 
+def generate_draws(
+    job: EvalJob, settings: EvalSettings, seeds: list[int], out_dir: Path
+) -> list[tuple[ShardStore, list[int]]]:
+    """Generate (or resume) the samples of every draw, each in its own folder: (store, this rank's shards)."""
+    draws = []
+    for k, seed in enumerate(seeds):
+        generation = dataclasses.replace(settings.generation, seed=seed)
+        draws.append(generate_stage(job, generation, draw_dir(out_dir, k, seed), settings.progress))
+    return draws
+
+
+def draws_report(
+    seeds: list[int], stores: list[ShardStore], per_draw: list[dict[str, float]]
+) -> dict[str, Any]:
+    """One draw: its metrics. Several: each metric's mean and std (ddof=1) over the draws, and each draw."""
+    if len(seeds) == 1:
+        return {"metrics": dict(per_draw[0])}
+    mean, std = spread(per_draw)
+    draws = [
+        {"seed": seed, "fingerprint": store.fingerprint, "metrics": metrics}
+        for seed, store, metrics in zip(seeds, stores, per_draw, strict=True)
+    ]
+    return {"metrics": mean, "metrics_std": std, "draws": draws}
+
+
 def run_evaluation(cfg: DictConfig, device: torch.device, out_dir: Path) -> dict[str, Any]:
-    """``mode=evaluate``: generate (or resume) the samples, compute the metrics, write the report."""
+    """``mode=evaluate``: generate (or resume) each draw's samples, compute the metrics, write the report."""
     settings = eval_settings(cfg)
+    gen = settings.generation
+    seeds = draw_seeds(gen.seed, gen.num_samples, int(cfg.get("num_draws") or 1), cfg.get("seeds"))
     inception_path = None
     if settings.needs_inception:  # fail before sampling when the Inception weights are missing
         inception_path = resolve_inception_weights(
             settings.fid_is.inception_weights, settings.fid_is.allow_download
         )
     job = prepare(cfg, settings, device)
-    store, shards = generate_stage(job, settings.generation, out_dir, settings.progress)
+    draws = generate_draws(job, settings, seeds, out_dir)
     if rank_and_world()[0] == 0:
-        save_grid(store, settings.generation.grid_size, out_dir / "samples.png")
-    fid_is = fid_is_stage(job, settings, store, shards, inception_path) if inception_path else {}
-    metrics = dict(fid_is.get("metrics", {}))
+        save_grid(draws[0][0], gen.grid_size, out_dir / "samples.png")
+    inception = inception_stage(job, settings, inception_path) if inception_path else None
+    per_draw = [fid_is_stage(job, settings, st, mine, inception) if inception else {} for st, mine in draws]
+    report = draws_report(seeds, [st for st, _ in draws], per_draw)
     nll = nll_stage(job, settings.nll, out_dir, settings.progress) if settings.nll else None
     if nll is not None:
-        metrics[f"nll_bpd_{settings.nll.split}"] = nll["bpd"]
+        report["metrics"][f"nll_bpd_{settings.nll.split}"] = nll["bpd"]
     family = dataset_family(describe_datamodule(job.datamodule)) if job.datamodule is not None else None
     preset = get_preset(cfg.get("pretrained"))
-    expected = paper_numbers(dataset_family(preset.data) if preset is not None else family)
-    report = {
-        "metrics": metrics,
-        "expected": expected,
-        "protocol": protocol_record(job, settings, store, fid_is),
-        "nll": nll,
-    }
-    write_outputs(job, report, out_dir, fid_is.get("cache_hits", {}))
+    record = inception.record() if inception else {}
+    protocol = protocol_record(job, settings, draws[0][0], record)
+    if len(seeds) > 1:
+        protocol["seeds"] = seeds
+    report.update(
+        expected=paper_numbers(dataset_family(preset.data) if preset is not None else family),
+        protocol=protocol,
+        nll=nll,
+    )
+    write_outputs(job, report, out_dir, record.get("cache_hits", {}))
     barrier()
     return report
 

@@ -54,6 +54,25 @@ def all_reduce_sum(tensors: Sequence[Tensor]) -> list[Tensor]:
     return out
 
 
+def gather_rows(rows: Tensor, indices: Tensor, num_total: int) -> Tensor:
+    """Rows ``0..num_total-1`` on every rank, from each rank's ``rows`` at its global ``indices``.
+
+    A zero buffer filled with this rank's rows and summed over the ranks (every other rank adds
+    exact zeros), with a count that checks each row came from exactly one rank.
+    """
+    out = torch.zeros((num_total, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+    count = torch.zeros(num_total, dtype=torch.float64, device=rows.device)
+    index = indices.to(rows.device, torch.long)
+    out.index_copy_(0, index, rows)
+    count.index_add_(0, index, torch.ones_like(count[: index.numel()]))
+    out, count = all_reduce_sum([out, count])
+    if not bool((count == 1).all()):
+        raise RuntimeError(
+            "gathered rows are missing or duplicated: some images were skipped or counted twice"
+        )
+    return out
+
+
 def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
     """True on every rank if ``flag`` is true on at least one rank (keeps ranks' branches in step)."""
     if not is_distributed():

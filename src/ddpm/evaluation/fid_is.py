@@ -1,34 +1,42 @@
-"""FID and Inception Score of generated images against dataset splits: the protocol's settings and stages.
+"""FID, Inception Score, KID and precision/recall of generated images: the protocol's settings and stages.
 
-One Inception pass over the samples gives both metrics (:mod:`ddpm.evaluation.metrics`); the
-reference statistics of each split come from the cache (:mod:`ddpm.evaluation.reference_stats`).
+One Inception pass over the samples gives every metric: the float64 sums of FID and IS
+(:mod:`ddpm.evaluation.metrics`) and, when KID or precision/recall are on, the pool-3 features
+(:mod:`ddpm.evaluation.feature_metrics`). ``ddpm-eval`` keeps each shard's features and logits in a
+resumable feature :class:`~ddpm.io.shards.ShardStore` beside the samples and reads the features back
+for KID/PR; the in-loop callback gathers them once. The reference statistics and features of each
+split come from the cache (:mod:`ddpm.evaluation.reference_stats`).
 Used by ``ddpm-eval`` and by the in-loop :class:`~ddpm.callbacks.evaluation.FIDCallback`, with the
 same :class:`FIDSettings` (the ``metrics/fid_is`` config).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from ddpm.evaluation.distributed import barrier, gather_rows
+from ddpm.evaluation.feature_metrics import TORCH_FIDELITY_KID_SEED, kid, precision_recall
+from ddpm.evaluation.generation import generation_fingerprint, read_images
 from ddpm.evaluation.metrics import (
     DEFAULT_IS_SPLITS,
     TORCH_FIDELITY_SHUFFLE_SEED,
     InceptionStatistics,
-    accumulate,
     fid,
     statistics_for,
 )
 from ddpm.evaluation.reference_stats import (
-    ReferenceKey,
+    ReferenceSet,
     describe_datamodule,
     reference_statistics,
     split_dataset,
 )
+from ddpm.io.shards import ShardStore
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,18 @@ class FIDSettings:
     batch_size: int = 200
     num_workers: int = 0
     cache_dir: str | None = None
+    kid: bool = False
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    kid_seed: int = TORCH_FIDELITY_KID_SEED
+    precision_recall: bool = False
+    pr_neighbours: int = 3
+    distance_batch: int = 1024
+
+    @property
+    def needs_features(self) -> bool:
+        """KID or precision/recall: the metrics that need the features, not only their sums."""
+        return self.kid or self.precision_recall
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> FIDSettings:
@@ -66,8 +86,9 @@ def reference_for(
     *,
     device: torch.device,
     progress: bool = False,
-) -> tuple[InceptionStatistics, ReferenceKey, bool]:
-    """(statistics, key, cache hit) of one split of ``datamodule`` under ``settings``."""
+) -> ReferenceSet:
+    """Statistics (and features, for KID/PR) of one split of ``datamodule`` under ``settings``; unpacks
+    as ``(statistics, key, cache hit)``."""
     return reference_statistics(
         split_dataset(datamodule, split),
         describe_datamodule(datamodule),
@@ -81,22 +102,125 @@ def reference_for(
         shuffle_seed=settings.is_shuffle_seed,
         num_workers=settings.num_workers,
         progress=progress,
+        with_features=settings.needs_features,
     )
 
 
+@torch.no_grad()
 def sample_statistics(
     extractor: Any,
     batches: Iterable[tuple[Tensor, Tensor]],
     num_samples: int,
     settings: FIDSettings,
     device: torch.device,
-) -> InceptionStatistics:
-    """All-reduced Inception statistics of ``(global indices, images)`` batches (every rank calls this)."""
+) -> tuple[InceptionStatistics, Tensor | None]:
+    """All-reduced Inception statistics of ``(global indices, images)`` batches and, for KID/PR, the
+    float32 features of all ``num_samples`` images on every rank (gathered once; every rank calls this)."""
     stats = statistics_for(extractor, num_samples, settings.is_splits, settings.is_shuffle_seed, device)
-    accumulate(stats, extractor, batches, settings.batch_size, device)
+    kept, kept_indices = [], []
+    for indices, images in batches:
+        for start in range(0, images.shape[0], settings.batch_size):
+            features, logits = extractor(images[start : start + settings.batch_size].to(device))
+            stats.update(features, logits, indices[start : start + settings.batch_size])
+            if settings.needs_features:
+                kept.append(features.to(torch.float32))
+                kept_indices.append(indices[start : start + settings.batch_size])
     stats = stats.reduced()
     stats.check_complete()
-    return stats
+    if not settings.needs_features:
+        return stats, None
+    dim = stats.features.total.shape[0]
+    mine = torch.cat(kept) if kept else torch.zeros(0, dim, device=device)
+    index = torch.cat(kept_indices) if kept_indices else torch.zeros(0, dtype=torch.long)
+    return stats, gather_rows(mine, index, num_samples)
+
+
+def _check_features(items: range, arrays: dict[str, np.ndarray]) -> None:
+    for name in ("features", "logits"):
+        array = arrays.get(name)
+        if array is None or array.dtype != np.float32 or array.ndim != 2 or array.shape[0] != len(items):
+            raise ValueError(f"a feature shard of {len(items)} images needs float32 {name} [n, dim]")
+
+
+def feature_store(samples: ShardStore, extractor: Any) -> ShardStore:
+    """The resumable store of the samples' Inception features and logits (float32), shard for shard,
+    in ``features/`` beside ``samples/``; keyed by the samples' fingerprint and the Inception weights."""
+    fingerprint = generation_fingerprint(samples=samples.fingerprint, inception=str(extractor.weights_sha256))
+    return ShardStore(
+        samples.folder.parent / "features",
+        fingerprint,
+        samples.num_items,
+        samples.shard_size,
+        prefix="features",
+        check=_check_features,
+    )
+
+
+@torch.no_grad()
+def _shard_outputs(
+    extractor: Any, images: Tensor, batch_size: int, device: torch.device
+) -> dict[str, np.ndarray]:
+    """Float32 features and logits of one shard's images, in Inception batches of ``batch_size``."""
+    outputs = [
+        extractor(images[s : s + batch_size].to(device)) for s in range(0, images.shape[0], batch_size)
+    ]
+    return {
+        "features": torch.cat([f for f, _ in outputs]).to("cpu", torch.float32).numpy(),
+        "logits": torch.cat([g for _, g in outputs]).to("cpu", torch.float32).numpy(),
+    }
+
+
+def store_statistics(
+    extractor: Any, samples: ShardStore, shards: Sequence[int], settings: FIDSettings, device: torch.device
+) -> tuple[InceptionStatistics, ShardStore]:
+    """The one Inception pass of ``ddpm-eval``: this rank's sample shards to feature shards (resumable:
+    finished ones are read back); returns the all-reduced statistics and the feature store.
+
+    Every rank calls this."""
+    features = feature_store(samples, extractor)
+    stats = statistics_for(extractor, samples.num_items, settings.is_splits, settings.is_shuffle_seed, device)
+    for shard in shards:
+        arrays = features.read(shard)
+        if arrays is None:
+            ((_, images),) = read_images(samples, [shard])
+            arrays = _shard_outputs(extractor, images, settings.batch_size, device)
+            features.write(shard, arrays)
+        items = samples.ranges[shard]
+        indices = torch.arange(items.start, items.stop, dtype=torch.long)
+        stats.update(
+            torch.from_numpy(arrays["features"]).to(device),
+            torch.from_numpy(arrays["logits"]).to(device),
+            indices,
+        )
+    barrier()
+    stats = stats.reduced()
+    stats.check_complete()
+    return stats, features
+
+
+def stored_features(store: ShardStore) -> Tensor:
+    """All float32 features of a finished feature store [N, dim] (read on every rank, when needed)."""
+    return torch.cat([torch.from_numpy(a["features"]) for _, a in store.iter_shards(range(store.num_shards))])
+
+
+def feature_scores(
+    generated: Tensor, reference: Tensor, settings: FIDSettings, name: str
+) -> dict[str, float]:
+    """KID (``kid_{name}``, ``kid_{name}_std``) and ``precision_{name}`` / ``recall_{name}`` as enabled
+    (``name``: the label and the split, e.g. ``50k_train``); every rank calls this."""
+    reference = reference.to(generated.device)
+    out: dict[str, float] = {}
+    if settings.kid:
+        mean, std = kid(
+            generated, reference, settings.kid_subsets, settings.kid_subset_size, settings.kid_seed
+        )
+        out.update({f"kid_{name}": mean, f"kid_{name}_std": std})
+    if settings.precision_recall:
+        precision, recall = precision_recall(
+            generated, reference, settings.pr_neighbours, settings.distance_batch
+        )
+        out.update({f"precision_{name}": precision, f"recall_{name}": recall})
+    return out
 
 
 def fid_against(stats: InceptionStatistics, reference: InceptionStatistics) -> float:
@@ -104,4 +228,13 @@ def fid_against(stats: InceptionStatistics, reference: InceptionStatistics) -> f
     return fid(stats.features, reference.features)
 
 
-__all__ = ["FIDSettings", "fid_against", "reference_for", "sample_statistics"]
+__all__ = [
+    "FIDSettings",
+    "feature_scores",
+    "feature_store",
+    "fid_against",
+    "reference_for",
+    "sample_statistics",
+    "store_statistics",
+    "stored_features",
+]

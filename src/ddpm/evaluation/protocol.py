@@ -1,4 +1,8 @@
-"""``ddpm-eval``'s stages, one job each: generate the samples, draw the grid, FID/IS, NLL, the report.
+"""``ddpm-eval``'s stages, one job each: generate the samples, draw the grid, FID/IS/KID/PR, NLL, the report.
+
+Several disjoint seed ranges ("draws") are evaluated in one command: draw k uses seeds ``seeds[k] + i``
+for its samples ``i = 0..N-1`` and lives in its own folder (draw 0 in the run directory itself, draw k
+in ``draws/seed{seeds[k]}``), each resumable with its own fingerprint.
 
 Each stage takes the :class:`EvalJob` (the model and its data) and the small settings objects of
 :class:`EvalSettings`; every stage is resumable or cheap to redo, so an interrupted evaluation rerun in
@@ -7,6 +11,7 @@ the same directory gives the same report.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,8 +23,16 @@ import torch
 from torch import nn
 
 from ddpm.diffusion.gaussian import GaussianDiffusion
+from ddpm.errors import ConfigError
 from ddpm.evaluation.distributed import barrier
-from ddpm.evaluation.fid_is import FIDSettings, fid_against, reference_for, sample_statistics
+from ddpm.evaluation.fid_is import (
+    FIDSettings,
+    feature_scores,
+    fid_against,
+    reference_for,
+    store_statistics,
+    stored_features,
+)
 from ddpm.evaluation.generation import (
     GenerationSettings,
     describe_sampler,
@@ -32,7 +45,7 @@ from ddpm.evaluation.generation import (
 from ddpm.evaluation.inception import InceptionFeatureExtractor
 from ddpm.evaluation.metrics import count_label
 from ddpm.evaluation.nll import NLLSettings, dataset_nll_resumable
-from ddpm.evaluation.reference_stats import describe_datamodule, split_dataset
+from ddpm.evaluation.reference_stats import ReferenceSet, describe_datamodule, split_dataset
 from ddpm.io.shards import ShardStore
 from ddpm.utils.images import save_image_grid
 from ddpm.weights.released import LoadedModel
@@ -51,7 +64,11 @@ class EvalSettings:
 
     @property
     def needs_inception(self) -> bool:
-        return self.fid or self.inception_score
+        return self.fid or self.inception_score or self.fid_is.needs_features
+
+    @property
+    def needs_references(self) -> bool:
+        return self.fid or self.fid_is.needs_features
 
 
 @dataclass
@@ -73,10 +90,33 @@ class EvalJob:
 
 @contextmanager
 def timed(job: EvalJob, name: str) -> Iterator[None]:
-    """Record the wall time of a block in ``job.timings[name]``."""
+    """Add the wall time of a block to ``job.timings[name]``."""
     start = time.perf_counter()
     yield
-    job.timings[name] = time.perf_counter() - start
+    job.timings[name] = job.timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def draw_seeds(seed: int, num_samples: int, num_draws: int = 1, seeds: list[int] | None = None) -> list[int]:
+    """The first seed of each draw: ``seeds`` if given, else ``seed + k * num_samples`` for k < num_draws.
+
+    Draws must be disjoint: the seed ranges ``[s, s + num_samples)`` may not overlap.
+    """
+    chosen = [int(s) for s in seeds] if seeds else [seed + k * num_samples for k in range(num_draws)]
+    if not chosen:
+        raise ConfigError("no draw to evaluate: num_draws must be >= 1")
+    ordered = sorted(chosen)
+    for a, b in itertools.pairwise(ordered):
+        if b - a < num_samples:
+            raise ConfigError(
+                f"seed ranges [{a}, {a + num_samples}) and [{b}, {b + num_samples}) overlap: "
+                f"draws need seeds at least num_samples={num_samples} apart"
+            )
+    return chosen
+
+
+def draw_dir(out_dir: Path, draw: int, seed: int) -> Path:
+    """Draw 0 in the run directory (as a one-draw evaluation), draw k in ``draws/seed{seed}``."""
+    return out_dir if draw == 0 else out_dir / "draws" / f"seed{seed}"
 
 
 def generate_stage(
@@ -120,25 +160,31 @@ def save_grid(store: ShardStore, num_images: int, path: Path) -> Path | None:
     return save_image_grid(torch.cat(chunks)[:num_images].float() / 127.5 - 1.0, path)
 
 
-def fid_is_stage(
-    job: EvalJob, settings: EvalSettings, store: ShardStore, shards: list[int], inception_path: Path
-) -> dict[str, Any]:
-    """IS of the samples and their FID against each reference split: metrics and what they were taken from."""
+@dataclass
+class Inception:
+    """The Inception network and the reference splits (statistics, features), loaded once for all draws."""
+
+    extractor: Any
+    references: dict[str, ReferenceSet]
+
+    def record(self) -> dict[str, Any]:
+        """What the metrics were taken from, for the report (and the cache hits, for ``run_info.json``)."""
+        refs = {
+            split: {"dataset": r.key.dataset, "num_images": r.key.num_images, "key": r.key.digest()}
+            for split, r in self.references.items()
+        }
+        inception = {"sha256": self.extractor.weights_sha256, "official": self.extractor.official}
+        hits = {split: r.hit for split, r in self.references.items()}
+        return {"references": refs, "cache_hits": hits, "inception": inception}
+
+
+def inception_stage(job: EvalJob, settings: EvalSettings, inception_path: Path) -> Inception:
+    """The Inception network and the statistics (and features, for KID/PR) of each reference split."""
     extractor = InceptionFeatureExtractor(inception_path).to(job.device)
-    with timed(job, "sample_features_s"):
-        stats = sample_statistics(
-            extractor,
-            read_images(store, shards),
-            settings.generation.num_samples,
-            settings.fid_is,
-            job.device,
-        )
-    label = count_label(settings.generation.num_samples)
-    metrics = dict(stats.scores(label)) if settings.inception_score else {}
-    references, hits = {}, {}
-    for split in settings.fid_is.reference_splits if settings.fid else ():
+    references = {}
+    for split in settings.fid_is.reference_splits if settings.needs_references else ():
         with timed(job, f"reference_{split}_s"):
-            ref, key, hits[split] = reference_for(
+            references[split] = reference_for(
                 job.datamodule,
                 split,
                 extractor,
@@ -146,10 +192,30 @@ def fid_is_stage(
                 device=job.device,
                 progress=settings.progress,
             )
-        metrics[f"fid_{label}_{split}"] = fid_against(stats, ref)
-        references[split] = {"dataset": key.dataset, "num_images": key.num_images, "key": key.digest()}
-    inception = {"sha256": extractor.weights_sha256, "official": extractor.official}
-    return {"metrics": metrics, "references": references, "cache_hits": hits, "inception": inception}
+    return Inception(extractor, references)
+
+
+def fid_is_stage(
+    job: EvalJob, settings: EvalSettings, store: ShardStore, shards: list[int], inception: Inception
+) -> dict[str, float]:
+    """IS of one draw's samples and their FID, KID and precision/recall against each reference split,
+    from one (resumable) Inception pass over the sample shards."""
+    with timed(job, "sample_features_s"):
+        stats, features = store_statistics(inception.extractor, store, shards, settings.fid_is, job.device)
+    label = count_label(settings.generation.num_samples)
+    metrics = dict(stats.scores(label)) if settings.inception_score else {}
+    generated = None
+    if settings.fid_is.needs_features and inception.references:
+        generated = stored_features(features).to(job.device)
+    for split, reference in inception.references.items():
+        if settings.fid:
+            metrics[f"fid_{label}_{split}"] = fid_against(stats, reference.stats)
+        if generated is not None:
+            with timed(job, "kid_pr_s"):
+                metrics.update(
+                    feature_scores(generated, reference.features, settings.fid_is, f"{label}_{split}")
+                )
+    return metrics
 
 
 def nll_stage(job: EvalJob, settings: NLLSettings, out_dir: Path, progress: bool) -> dict[str, Any]:
@@ -201,14 +267,34 @@ def protocol_record(
         "is_shuffle_seed": settings.fid_is.is_shuffle_seed,
         "references": fid_is.get("references", {}),
         "device_type": job.device.type,
+        **_feature_protocol(settings.fid_is),
     }
+
+
+def _feature_protocol(settings: FIDSettings) -> dict[str, Any]:
+    """The KID / precision-recall settings, when those metrics are on (absent otherwise)."""
+    out: dict[str, Any] = {}
+    if settings.kid:
+        kid = {
+            "subsets": settings.kid_subsets,
+            "subset_size": settings.kid_subset_size,
+            "seed": settings.kid_seed,
+        }
+        out["kid"] = {**kid, "kernel": "polynomial, degree 3, gamma 1/dim, coef0 1", "estimator": "unbiased"}
+    if settings.precision_recall:
+        out["precision_recall"] = {"k": settings.pr_neighbours}
+    return out
 
 
 __all__ = [
     "EvalJob",
     "EvalSettings",
+    "Inception",
+    "draw_dir",
+    "draw_seeds",
     "fid_is_stage",
     "generate_stage",
+    "inception_stage",
     "nll_stage",
     "protocol_record",
     "save_grid",
