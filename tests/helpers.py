@@ -61,6 +61,7 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = N
         "ddpm-train": "ddpm.cli.ddpm_train",
         "ddpm-eval": "ddpm.cli.ddpm_eval",
         "ddpm-sample": "ddpm.cli.ddpm_sample",
+        "ddpm-export": "ddpm.cli.ddpm_export",
     }[args[0]]
     return subprocess.run(
         [sys.executable, "-m", module, *args[1:]],

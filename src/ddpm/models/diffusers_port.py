@@ -2,7 +2,8 @@
 
 The official DDPM TensorFlow checkpoints were released in diffusers format (``google/ddpm-cifar10-32``,
 ``google/ddpm-church-256``, ...). This module converts such a local folder (``config.json`` +
-``diffusion_pytorch_model.safetensors`` / ``.bin``) into our :class:`UNet` **without importing diffusers**.
+``diffusion_pytorch_model.safetensors`` / ``.bin``) into our :class:`UNet`, and maps our weights back to
+diffusers' names (:func:`to_diffusers_state_dict`, used by ``ddpm-export``), **without importing diffusers**.
 
 Layout differences handled here:
 
@@ -34,6 +35,7 @@ __all__ = [
     "convert_diffusers_state_dict",
     "diffusers_config_for",
     "load_diffusers_unet",
+    "to_diffusers_state_dict",
     "unet_kwargs_from_diffusers_config",
 ]
 
@@ -345,6 +347,75 @@ def convert_diffusers_state_dict(
                 msg.append(f"{title}: {items[:10]}{more}")
         msg.append("check that config.json belongs to these weights and describes a DDPM UNet2DModel")
         raise ValueError("; ".join(msg))
+    return out
+
+
+# ----------------------------------------------------------------------------- ours -> diffusers
+# The inverse renames: the current diffusers names (not the legacy aliases) of our modules.
+_RESNET_TO_DIFFUSERS = {ours: theirs for theirs, ours in _RESNET_RENAMES.items()}
+_ATTN_TO_DIFFUSERS = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
+
+
+def _diffusers_inner(kind: str, rest: str) -> str:
+    """The diffusers name of a parameter inside one of our ResNet (``block``) or attention blocks."""
+    module, _, param = rest.rpartition(".")
+    renames = _ATTN_TO_DIFFUSERS if kind == "attn" else _RESNET_TO_DIFFUSERS
+    if kind == "attn" and module not in renames:
+        raise KeyError(rest)
+    return f"{renames.get(module, module)}.{param}"
+
+
+def _diffusers_key(key: str, num_levels: int) -> str:
+    """The diffusers ``UNet2DModel`` name of one of our parameter names (the inverse of ``_map_key``)."""
+    parts = key.split(".")
+    head = parts[0]
+    if head == "temb" and parts[1] == "dense":
+        return f"time_embedding.linear_{int(parts[2]) + 1}.{parts[3]}"
+    if head in ("conv_in", "conv_out"):
+        return key
+    if head == "norm_out":
+        return f"conv_norm_out.{parts[1]}"
+    if head in ("down", "up"):
+        level = int(parts[1])
+        index = level if head == "down" else num_levels - 1 - level
+        prefix = f"{head}_blocks.{index}"
+        kind = parts[2]
+        if kind in ("block", "attn"):
+            group = "resnets" if kind == "block" else "attentions"
+            return f"{prefix}.{group}.{parts[3]}.{_diffusers_inner(kind, '.'.join(parts[4:]))}"
+        if kind in ("downsample", "upsample") and parts[3] == "conv":
+            return f"{prefix}.{kind}rs.0.conv.{parts[4]}"
+    if head == "mid":
+        rest = ".".join(parts[2:])
+        if parts[1] in ("block_1", "block_2"):
+            return f"mid_block.resnets.{int(parts[1][-1]) - 1}.{_diffusers_inner('block', rest)}"
+        if parts[1] == "attn_1":
+            return f"mid_block.attentions.0.{_diffusers_inner('attn', rest)}"
+    raise KeyError(key)
+
+
+def to_diffusers_state_dict(sd: Mapping[str, Tensor], num_levels: int) -> dict[str, Tensor]:
+    """Our U-Net's state dict (``len(ch_mult) == num_levels``) under diffusers' ``UNet2DModel`` names.
+
+    The inverse of :func:`convert_diffusers_state_dict`: the attention's 1x1 convs become ``Linear``
+    weights (``[C, C, 1, 1] -> [C, C]``). Values are detached, contiguous CPU copies, ready for
+    safetensors. Raises ``ValueError`` naming the keys that are not the DDPM U-Net's.
+    """
+    out: dict[str, Tensor] = {}
+    unknown = []
+    for key, value in sd.items():
+        try:
+            name = _diffusers_key(key, num_levels)
+        except (KeyError, ValueError, IndexError):
+            unknown.append(key)
+            continue
+        value = value.detach().cpu()
+        if ".attentions." in name and name.endswith(".weight") and value.ndim == 4:
+            value = value.reshape(value.shape[0], value.shape[1])  # 1x1 conv -> Linear
+        out[name] = value.contiguous().clone()
+    if unknown:
+        more = f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""
+        raise ValueError(f"not a DDPM U-Net state dict: unknown keys {unknown[:10]}{more}")
     return out
 
 

@@ -105,7 +105,12 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-_SCHEDULES = {"linear": "linear", "scaled_linear": "quadratic", "squaredcos_cap_v2": "cosine"}
+# diffusers' names -> ours (``ddpm.weights.export`` writes the inverse)
+DIFFUSERS_SCHEDULES = {"linear": "linear", "scaled_linear": "quadratic", "squaredcos_cap_v2": "cosine"}
+PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0"}
+# the key ``ddpm-export`` adds to scheduler_config.json (diffusers drops keys starting with "_"): its
+# variance_type is then the training run's, not a default to be replaced by the paper's choice
+EXPORT_MARKER = "_ddpm_export"
 
 
 @dataclass
@@ -289,15 +294,18 @@ def diffusion_from_scheduler(
         notes.append("no scheduler_config.json: using the paper's linear betas 1e-4..0.02, T=1000")
         return GaussianDiffusion("linear", 1000, 1e-4, 0.02, mean_type="eps", var_type=var_type), notes  # type: ignore[arg-type]
     prediction = config.get("prediction_type", "epsilon")
-    if prediction != "epsilon":
-        raise CheckpointError(f"{source}: prediction_type={prediction!r} is not supported (need 'epsilon')")
+    if prediction not in PREDICTION_TYPES:
+        raise CheckpointError(
+            f"{source}: prediction_type={prediction!r} is not supported ({', '.join(PREDICTION_TYPES)})"
+        )
+    mean_type = PREDICTION_TYPES[prediction]
     if config.get("trained_betas") is not None:
         betas = torch.tensor(config["trained_betas"], dtype=torch.float64)
-        return GaussianDiffusion(mean_type="eps", var_type=var_type, betas=betas), notes  # type: ignore[arg-type]
+        return GaussianDiffusion(mean_type=mean_type, var_type=var_type, betas=betas), notes  # type: ignore[arg-type]
     schedule = config.get("beta_schedule", "linear")
-    if schedule not in _SCHEDULES:
+    if schedule not in DIFFUSERS_SCHEDULES:
         raise CheckpointError(
-            f"{source}: beta_schedule={schedule!r} is not supported ({', '.join(_SCHEDULES)})"
+            f"{source}: beta_schedule={schedule!r} is not supported ({', '.join(DIFFUSERS_SCHEDULES)})"
         )
     scheduler_var = config.get("variance_type")
     if scheduler_var not in (None, var_type):
@@ -306,14 +314,25 @@ def diffusion_from_scheduler(
         )
         log.warning("%s: %s", source, notes[-1])
     diffusion = GaussianDiffusion(
-        _SCHEDULES[schedule],
+        DIFFUSERS_SCHEDULES[schedule],
         int(config.get("num_train_timesteps", 1000)),
         float(config.get("beta_start", 1e-4)),
         float(config.get("beta_end", 0.02)),
-        mean_type="eps",
+        mean_type=mean_type,  # type: ignore[arg-type]
         var_type=var_type,  # type: ignore[arg-type]
     )
     return diffusion, notes
+
+
+def _trusted_scheduler_var_type(config: dict[str, Any] | None) -> str | None:
+    """The scheduler's variance_type where it is the model's own: written by ``ddpm-export``, or a
+    learned range (the network's output has the variance half). Else ``None``: the paper's choice."""
+    if config is None:
+        return None
+    var = config.get("variance_type")
+    if var in VAR_TYPES and (EXPORT_MARKER in config or var == "learned_range"):
+        return str(var)
+    return None
 
 
 def load_diffusers_folder(
@@ -337,8 +356,9 @@ def load_diffusers_folder(
         "resolution": net.resolution,
     }
     _check_against_preset(kwargs, spec, preset, path)
-    var = var_type or _paper_var_type(spec, net.resolution)
-    diffusion, notes = diffusion_from_scheduler(_scheduler_config(path), var, str(path))
+    scheduler = _scheduler_config(path)
+    var = var_type or _trusted_scheduler_var_type(scheduler) or _paper_var_type(spec, net.resolution)
+    diffusion, notes = diffusion_from_scheduler(scheduler, var, str(path))
     shape = (net.in_channels, net.resolution, net.resolution)
     return LoadedModel(
         net.eval(), diffusion, shape, str(path), "diffusers", weights="released", preset=preset, notes=notes
