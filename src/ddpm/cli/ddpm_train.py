@@ -4,6 +4,7 @@ ddpm-train experiment=quickstart              # CPU, embedded digits, a few minu
 ddpm-train experiment=ddpm_cifar10            # the paper's CIFAR-10 recipe (GPU)
 ddpm-train experiment=ddpm_cifar10 trainer=ddp trainer.devices=8
 ddpm-train ... ckpt_path=/path/to/last.ckpt   # resume (into a new run directory)
+ddpm-train ... init_from=/models/ddpm-cifar10-32  # fine-tune from weights (any load_model source)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ddpm.cli.task_wrapper import run_task
 from ddpm.errors import ConfigError, RunDirectoryExistsError
 from ddpm.io.checkpoint_file import read_lightning_checkpoint
 from ddpm.utils.config import config_dir, instantiate_dict
+from ddpm.weights.transfer import init_from_weights
 
 log = logging.getLogger("ddpm.train")
 
@@ -81,6 +83,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     L.seed_everything(cfg.seed, workers=True)
 
     output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("init_from") and cfg.get("ckpt_path"):
+        raise ConfigError(
+            "init_from and ckpt_path exclude each other: ckpt_path resumes a run (weights, optimizer, step), "
+            "init_from starts a new one from weights only; pass one of them"
+        )
     if cfg.get("ckpt_path"):
         read_lightning_checkpoint(cfg.ckpt_path, mmap=True)  # fail early, in one line, on a bad file
     check_run_directory(output_dir)
@@ -88,6 +95,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     module = hydra.utils.instantiate(cfg.module)
     check_shapes(module.net, tuple(datamodule.image_shape), module.diffusion.output_channels_factor)
+    if cfg.get("init_from"):  # fine-tuning: weights only, fresh optimizer and step 0
+        init_from_weights(module, cfg.init_from, cfg.get("init_pretrained"))
     run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [*instantiate_dict(cfg.get("callbacks")), RunConfigCallback(run_config)]
     loggers = instantiate_dict(cfg.get("logger"))
