@@ -2,11 +2,13 @@
 
 * :class:`DigitsDataModule`: scikit-learn's 8x8 digits, embedded, no download (the default).
 * :class:`CIFAR10DataModule`: CIFAR-10 32x32 (downloads on demand).
-* :class:`LSUNDataModule`: LSUN categories from the official LMDBs, center crop + resize.
+* :class:`LSUNDataModule`: LSUN categories from the official LMDBs, preprocessed as StyleGAN2's
+  ``create_lsun`` (the paper's data), or from ready-sized shards (``python -m ddpm.data.prepare_lsun``).
 * :class:`ImageFolderDataModule`: a directory of your own images.
 
 All share :class:`DiffusionDataModule`: a deterministic, resumable, rank-sharded data order and a
-random horizontal flip applied to whole batches on the device (see :mod:`ddpm.data.base`).
+random horizontal flip applied to whole batches on the device (see :mod:`ddpm.data.base`). Bad image
+files: :mod:`ddpm.data.bad_images`.
 """
 
 from ddpm.data.base import DiffusionDataModule
@@ -15,6 +17,7 @@ from ddpm.data.digits import DigitsDataModule
 from ddpm.data.image_folder import ImageFolderDataModule
 from ddpm.data.loaders import ResumableDataLoader, ResumableDistributedSampler
 from ddpm.data.lsun import LMDBImageDataset, LSUNDataModule
+from ddpm.data.lsun_shards import ShardImageDataset
 
 __all__ = [
     "CIFAR10DataModule",
@@ -25,4 +28,5 @@ __all__ = [
     "LSUNDataModule",
     "ResumableDataLoader",
     "ResumableDistributedSampler",
+    "ShardImageDataset",
 ]

@@ -268,6 +268,9 @@ class LSUNDataModule(DiffusionDataModule):
             return LMDBImageDataset(self._train_lmdb(), self.image_size, bad_images=self._policy("train"))
         dataset = ShardImageDataset(shards, self.image_size)
         bad = dataset.manifest.get("bad_keys") or []
+        source = Path(str(dataset.manifest.get("source", ""))).name
+        if not source.startswith(self.category):
+            log.warning("LSUN %s: the shards in %s were converted from %s", self.category, shards, source)
         log.info("LSUN %s: reading the ready-sized shards in %s", self.category, shards)
         if bad:
             log.warning("LSUN shards in %s: %d bad image(s) were replaced at conversion", shards, len(bad))

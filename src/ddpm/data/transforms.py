@@ -27,7 +27,8 @@ def uint8_to_model(pixels: np.ndarray | Tensor) -> Tensor:
 def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
     """Center crop to the largest square, then resize to ``size`` x ``size`` (bicubic, antialiased).
 
-    The paper's preprocessing for LSUN / CelebA-HQ. The crop offset is ``(long - short) // 2``.
+    Used for image folders (LSUN follows :func:`create_lsun_pixels`). The crop offset is
+    ``(long - short) // 2``.
     PIL's bicubic resize widens its kernel when downscaling, so it antialiases.
     """
     width, height = image.size
