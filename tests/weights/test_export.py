@@ -69,7 +69,7 @@ def test_schedules_without_a_diffusers_name_travel_as_trained_betas(tmp_path):
     ckpt = _checkpoint(tmp_path, ["diffusion.schedule=quadratic"])
     folder = export_checkpoint(ckpt, tmp_path / "pipe")
     scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-    assert scheduler["beta_schedule"] == "scaled_linear" or scheduler["trained_betas"] is not None
+    assert (scheduler["beta_schedule"], scheduler["trained_betas"]) == ("scaled_linear", None)
     _assert_same_model(load_model(ckpt), load_model(folder))
     loaded = load_model(ckpt)
     loaded.diffusion = type(loaded.diffusion)(betas=loaded.diffusion.betas * 0.5)  # a custom schedule
@@ -77,6 +77,18 @@ def test_schedules_without_a_diffusers_name_travel_as_trained_betas(tmp_path):
     scheduler = json.loads((custom / "scheduler" / "scheduler_config.json").read_text())
     assert len(scheduler["trained_betas"]) == 10
     assert torch.equal(load_model(custom).diffusion.betas, loaded.diffusion.betas)
+
+
+def test_released_weights_export_too(tmp_path):
+    """Any source load_model reads: here a diffusers folder, exported again unchanged."""
+    first = export_checkpoint(_checkpoint(tmp_path, ["diffusion.var_type=fixed_small"]), tmp_path / "a")
+    second = export_checkpoint(first, tmp_path / "b")
+    for name in ("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    scheduler = json.loads((second / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["variance_type"] == "fixed_small"  # the run's, kept through the first export
+    assert scheduler["_ddpm_export"]["source_kind"] == "diffusers"
+    _assert_same_model(load_model(first), load_model(second))
 
 
 def test_the_folder_is_what_diffusers_expects(tmp_path):
