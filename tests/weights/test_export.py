@@ -211,6 +211,20 @@ def test_export_cli_refuses_a_mu_model_in_one_line(tmp_path):
     assert not (tmp_path / "pipe").exists()
 
 
+def test_export_task_names_missing_keys(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ddpm.cli.ddpm_export import export
+    from ddpm.utils.config import config_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("export", overrides=[f"output_dir={tmp_path / 'pipe'}"])
+    with pytest.raises(ConfigError, match="missing checkpoint: ddpm-export checkpoint="):
+        export(cfg)
+
+
 def test_push_to_hub_needs_huggingface_hub(monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails as if not installed
     with pytest.raises(ConfigError, match="pip install huggingface_hub"):

@@ -135,3 +135,7 @@ def test_init_from_refuses_other_shapes_and_a_resume_in_one_line(tmp_path):
     cfg = compose_train([*TINY, init, f"ckpt_path={tmp_path / 'last.ckpt'}"], tmp_path / "run2")
     with pytest.raises(ConfigError, match="init_from and ckpt_path exclude each other"):
         train(cfg)
+    torch.save(UNet(**TINY_NET).state_dict(), tmp_path / "ema_model.ckpt")  # a pesser file needs a preset
+    cfg = compose_train([*TINY, f"init_from={tmp_path / 'ema_model.ckpt'}"], tmp_path / "run3")
+    with pytest.raises(ConfigError, match="init_pretrained=<preset>"):
+        train(cfg)

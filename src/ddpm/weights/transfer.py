@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ddpm.errors import CheckpointError
+from ddpm.errors import CheckpointError, ConfigError
 from ddpm.weights.load import load_model
 from ddpm.weights.released import LoadedModel, state_dict_mismatch
 
@@ -56,7 +56,10 @@ def init_from_weights(
 ) -> LoadedModel:
     """Load any weights :func:`~ddpm.weights.load_model` reads (EMA of our checkpoints by default)
     and copy them into ``module.net`` and its EMA; returns what was loaded."""
-    loaded = load_model(source, preset, use_ema)
+    try:
+        loaded = load_model(source, preset, use_ema)
+    except ConfigError as exc:  # the loader's hints name pretrained=, ddpm-train's key is init_pretrained=
+        raise ConfigError(f"init_from={source}: {exc} (ddpm-train: init_pretrained=<preset>)") from None
     copy_weights(module, loaded.net, str(source))
     _warn_on_other_diffusion(module, loaded)
     log.info("Initialised the network and its EMA from %s (%s weights)", loaded.source, loaded.weights)
