@@ -69,6 +69,22 @@ def test_lsun_skip_bad_images_replaces_and_counts(bad_lmdb, num_workers, caplog)
         assert any(key in r.getMessage() for r in caplog.records)
 
 
+def test_count_of_an_epoch_left_unexhausted_is_logged_when_the_next_starts(bad_lmdb, caplog):
+    root, key = bad_lmdb
+    dm = LSUNDataModule(root=root, image_size=8, batch_size=8, skip_bad_images=True, random_flip=False)
+    dm.setup()
+    loader = dm.train_dataloader()
+    with caplog.at_level(logging.WARNING, logger="ddpm.data.bad_images"):
+        next(iter(loader))  # the epoch's only batch, as Lightning stops: the loader is not exhausted
+        assert not [r for r in caplog.records if "bad image(s)" in r.getMessage()]
+        next(iter(loader))
+    messages = [r.getMessage() for r in caplog.records]
+    lmdb = root / "church_outdoor_train_lmdb"
+    assert messages[0].startswith(f"LSUN image key {key} in {lmdb} cannot be decoded (OSError: ")
+    assert messages[0].endswith("): replaced by the next good image (data.skip_bad_images=true)")
+    assert "1 bad image(s) replaced by the next good image in epoch 0" in messages[1]
+
+
 def test_converter_names_the_bad_key_or_replaces_it(bad_lmdb, capsys):
     root, key = bad_lmdb
     lmdb, out = root / "church_outdoor_train_lmdb", root / "church_outdoor_8"

@@ -12,7 +12,8 @@ unchanged, and the substitute is a function of the data alone: which worker meet
 whether the run was resumed, does not matter. Scanning the whole dataset at setup would also be exact,
 but decodes every image (hours for LSUN bedroom). Each process warns once per bad item, naming it; the
 number of replacements is counted in shared memory across workers and logged by the training loader at
-the end of every epoch (and by ``teardown`` for a partial epoch).
+the end of every epoch (when the loop stops after the epoch's last batch without exhausting the
+loader, as Lightning does, at the start of the next; by ``teardown`` for the last one).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ _SLOTS = 1024  # counter slots: one per DataLoader worker id (+ the main process
 class BadImageError(DDPMError):
     """An image that cannot be decoded (truncated, corrupt, not an image); the message names it."""
 
+    detail: str | None = None  # the message without the advice, for the warning when skipping
+
     def __init__(self, message: str = "") -> None:
         super().__init__(_own_line(message))
 
@@ -48,6 +51,17 @@ def _own_line(message: str) -> str:
         if sep and name.split(".")[-1] == BadImageError.__name__:
             return f"{rest} (in a DataLoader worker)"
     return message.strip().splitlines()[0]
+
+
+def undecodable(name: str, exc: BaseException) -> BadImageError:
+    """The error for an image ``name`` (an LMDB key, a file) whose decoding raised ``exc``."""
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+    error = BadImageError(
+        f"{name} cannot be decoded ({reason}): remove it, or set data.skip_bad_images=true to replace it "
+        "by the next good image"
+    )
+    error.detail = f"{name} cannot be decoded ({reason})"
+    return error
 
 
 class BadImagePolicy:
@@ -89,7 +103,8 @@ class BadImagePolicy:
             self._warned, self._pid = set(), os.getpid()
         if index not in self._warned:
             self._warned.add(index)
-            log.warning("%s; replaced by the next good image (data.skip_bad_images=true)", exc)
+            detail = getattr(exc, "detail", str(exc))
+            log.warning("%s: replaced by the next good image (data.skip_bad_images=true)", detail)
 
     def report(self, when: str) -> int:
         """Log and reset the number of replacements since the last report; returns it."""
@@ -111,4 +126,4 @@ def report_bad_images(dataset: object, when: str) -> int:
     return policy.report(when) if isinstance(policy, BadImagePolicy) else 0
 
 
-__all__ = ["BadImageError", "BadImagePolicy", "report_bad_images"]
+__all__ = ["BadImageError", "BadImagePolicy", "report_bad_images", "undecodable"]

@@ -9,7 +9,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ddpm.data.bad_images import BadImageError, BadImagePolicy, report_bad_images
+from ddpm.data.bad_images import BadImagePolicy, report_bad_images, undecodable
 from ddpm.data.base import DiffusionDataModule
 from ddpm.data.splits import num_val_items, split_indices
 from ddpm.data.transforms import pil_to_model
@@ -70,11 +70,7 @@ class ImageFileDataset(Dataset):
             with Image.open(self.files[index]) as image:
                 return pil_to_model(image, self.image_size, self.channels)
         except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... on bad files
-            reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-            raise BadImageError(
-                f"image file {self.files[index]} cannot be decoded ({reason}): remove it, or set "
-                "data.skip_bad_images=true to replace it by the next good image"
-            ) from None
+            raise undecodable(f"image file {self.files[index]}", exc) from None
 
     def __getitem__(self, index: int) -> Tensor:
         return self.bad_images.load(index, len(self), self.decode)

@@ -107,6 +107,7 @@ class ResumableDataLoader(DataLoader):
         return self._iterate()
 
     def _iterate(self) -> Iterator[Any]:
+        report_bad_images(self.dataset, f"in epoch {self._epoch}")  # a previous epoch left unexhausted
         epoch = self.sampler.epoch
         skip = 0
         if self._pending is not None:

@@ -17,7 +17,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ddpm.data.bad_images import BadImageError, BadImagePolicy, report_bad_images
+from ddpm.data.bad_images import BadImagePolicy, report_bad_images, undecodable
 from ddpm.data.base import DiffusionDataModule
 from ddpm.data.lsun_shards import MANIFEST, ShardImageDataset, read_manifest
 from ddpm.data.splits import split_indices
@@ -90,11 +90,7 @@ def decode_create_lsun(data: bytes, size: int, name: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as image:
             pixels = create_lsun_pixels(image, size)
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... on bad bytes
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-        raise BadImageError(
-            f"{name} cannot be decoded ({reason}): remove it, or set data.skip_bad_images=true "
-            "to replace it by the next good image"
-        ) from None
+        raise undecodable(name, exc) from None
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
@@ -141,10 +137,11 @@ class LMDBImageDataset(Dataset):
     def __getitem__(self, index: int) -> Tensor:
         return uint8_to_model(self.pixels(index))
 
-    def subset(self, indices: np.ndarray) -> LMDBImageDataset:
-        """The same LMDB restricted to the keys at ``indices`` (sharing the bad-image policy)."""
+    def subset(self, indices: np.ndarray, bad_images: BadImagePolicy | None = None) -> LMDBImageDataset:
+        """The same LMDB restricted to the keys at ``indices`` (with this policy unless one is given)."""
         keys = self.keys[indices] if isinstance(self.keys, np.ndarray) else [self.keys[i] for i in indices]
-        return LMDBImageDataset(self.path, self.image_size, keys=keys, bad_images=self.bad_images)
+        policy = bad_images or self.bad_images
+        return LMDBImageDataset(self.path, self.image_size, keys=keys, bad_images=policy)
 
     def close(self) -> None:
         """Close the environment in this process (reopened on the next access)."""
@@ -292,7 +289,11 @@ class LSUNDataModule(DiffusionDataModule):
             )
         n_val = min(self.val_holdout, max(1, n // 10))
         train_idx, val_idx = split_indices(n, n_val, self.split_seed)
-        self.train_set, self.val_set = train.subset(train_idx), train.subset(val_idx)
+        self.train_set = train.subset(train_idx)
+        if isinstance(train, LMDBImageDataset):
+            self.val_set = train.subset(val_idx, bad_images=self._policy("val"))
+        else:
+            self.val_set = train.subset(val_idx)
 
     def teardown(self, stage: str | None = None) -> None:
         for dataset in (self.train_set, self.val_set):
