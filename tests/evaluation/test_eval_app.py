@@ -3,13 +3,17 @@
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+import torch
 
 from ddpm.cli.ddpm_eval import evaluate
+from ddpm.errors import ConfigError
 from ddpm.io.shards import ShardStore
 from tests.helpers import compose_train, run_cli
 
@@ -173,3 +177,102 @@ def test_sigkill_then_resume_gives_the_identical_report(tmp_path, checkpoint, in
     again = run_cli(["ddpm-eval", *args, f"hydra.run.dir={out}"], cwd=tmp_path, env=env, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (out / "report.json").read_bytes() == (tmp_path / "full" / "report.json").read_bytes()
+
+
+def stored_sample_features(run_dir):
+    files = sorted((run_dir / "features").glob("features_*.npz"))
+    return torch.cat([torch.from_numpy(np.load(f)["features"]) for f in files])
+
+
+def test_kid_and_precision_recall_equal_torch_fidelity_on_the_same_features(
+    tmp_path, checkpoint, inception_path
+):
+    from torch_fidelity.metric_kid import kid_features_to_metric
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    from ddpm.evaluation.reference_stats import ReferenceKey, load_reference_features
+
+    extra = {"metrics.nll.enabled": "false", "metrics.num_reference_images": 4, "metrics.kid": "true"}
+    extra.update({"metrics.precision_recall": "true", "metrics.pr_neighbours": 2, "metrics.kid_subsets": 7})
+    report = run_eval(
+        eval_overrides(checkpoint, inception_path, tmp_path / "cache", **extra), tmp_path / "out"
+    )
+    metrics, protocol = report["metrics"], report["protocol"]
+    assert protocol["kid"]["subsets"] == 7 and protocol["precision_recall"] == {"k": 2}
+    generated = stored_sample_features(tmp_path / "out")
+    assert generated.shape == (6, 2048) and generated.dtype == torch.float32
+    for split in ("train", "test"):
+        key = ReferenceKey(**_key_of(tmp_path / "cache", split))
+        real = load_reference_features(tmp_path / "cache" / key.features_filename(), key)
+        kid = kid_features_to_metric(
+            generated, real, kid_subsets=7, kid_subset_size=4, rng_seed=2020, verbose=False
+        )
+        prc = prc_features_to_metric(
+            generated, real, prc_neighborhood=2, prc_batch_size=10000, save_cpu_ram=False, verbose=False
+        )
+        assert metrics[f"kid_6_{split}"] == pytest.approx(kid["kernel_inception_distance_mean"], rel=1e-4)
+        assert metrics[f"kid_6_{split}_std"] == pytest.approx(kid["kernel_inception_distance_std"], rel=1e-3)
+        assert metrics[f"precision_6_{split}"] == pytest.approx(prc["precision"], abs=1e-6)
+        assert metrics[f"recall_6_{split}"] == pytest.approx(prc["recall"], abs=1e-6)
+    info = json.loads((tmp_path / "out" / "run_info.json").read_text())
+    assert info["reference_cache_hits"] == {"train": False, "test": False}
+    again = run_eval(
+        eval_overrides(checkpoint, inception_path, tmp_path / "cache", **extra), tmp_path / "out"
+    )
+    assert again == report  # samples, features and reference features all reused
+    info = json.loads((tmp_path / "out" / "run_info.json").read_text())
+    assert info["reference_cache_hits"] == {"train": True, "test": True}
+
+
+def _key_of(cache_dir, split):
+    """The key stored in the one cached statistics file of a split."""
+    (path,) = [p for p in cache_dir.glob(f"*-{split}-*.pt") if not p.name.endswith("-features.pt")]
+    key = torch.load(path, weights_only=True)["key"]
+    return {**key, "image_shape": tuple(key["image_shape"]), "is_splits": tuple(key["is_splits"])}
+
+
+def test_seed_spread_over_three_draws_resumes_to_the_identical_report(
+    tmp_path, checkpoint, inception_path, monkeypatch
+):
+    extra = {"generation.num_samples": 3, "metrics.nll.enabled": "false", "metrics.kid": "true"}
+    extra.update({"metrics.num_reference_images": 2, "metrics.reference_splits": "[train]"})
+    overrides = [*eval_overrides(checkpoint, inception_path, tmp_path / "cache", **extra), "num_draws=3"]
+    full = run_eval(overrides, tmp_path / "full")
+    draws = full["draws"]
+    assert [d["seed"] for d in draws] == [0, 3, 6] and full["protocol"]["seeds"] == [0, 3, 6]
+    assert len({d["fingerprint"] for d in draws}) == 3
+    names = {"fid_3_train", "is_3_1split", "kid_3_train", "kid_3_train_std"}
+    assert set(full["metrics"]) == set(full["metrics_std"]) == names
+    for name in names:
+        values = [d["metrics"][name] for d in draws]
+        assert full["metrics"][name] == pytest.approx(statistics.mean(values), rel=1e-12)
+        assert full["metrics_std"][name] == pytest.approx(statistics.stdev(values), rel=1e-9, abs=1e-15)
+    assert len({d["metrics"]["fid_3_train"] for d in draws}) == 3  # three different sample sets
+    assert (tmp_path / "full" / "draws" / "seed6" / "features" / "features_00001.npz").is_file()
+    single = run_eval([*overrides[:-1], "seed=3"], tmp_path / "single")
+    assert single["metrics"] == draws[1]["metrics"]  # draw 1 is exactly a one-draw evaluation at seed 3
+
+    # killed in the Inception pass over draw 1 (6 sample shards and draw 0's 2 feature shards written)
+    original_write, calls = ShardStore.write, []
+
+    def write_then_die(self, shard, arrays):
+        if len(calls) == 8:
+            raise Killed
+        calls.append(shard)
+        return original_write(self, shard, arrays)
+
+    monkeypatch.setattr(ShardStore, "write", write_then_die)
+    with pytest.raises(Killed):
+        run_eval(overrides, tmp_path / "killed")
+    monkeypatch.setattr(ShardStore, "write", original_write)
+    killed = tmp_path / "killed"
+    assert not (killed / "report.json").exists() and len(list((killed / "features").glob("*.npz"))) == 2
+    assert not (killed / "draws" / "seed3" / "features").exists()
+    assert run_eval(overrides, killed) == full  # the same command again
+    assert (killed / "report.json").read_bytes() == (tmp_path / "full" / "report.json").read_bytes()
+
+
+def test_overlapping_seed_ranges_are_refused(tmp_path, checkpoint, inception_path):
+    overrides = [*eval_overrides(checkpoint, inception_path, tmp_path / "cache"), "seeds=[0,3]"]
+    with pytest.raises(ConfigError, match="overlap"):
+        run_eval(overrides, tmp_path / "out")
