@@ -57,8 +57,8 @@ def undecodable(name: str, exc: BaseException) -> BadImageError:
     """The error for an image ``name`` (an LMDB key, a file) whose decoding raised ``exc``."""
     reason = " ".join(f"{type(exc).__name__}: {exc}".split())
     error = BadImageError(
-        f"{name} cannot be decoded ({reason}): remove it, or set data.skip_bad_images=true to replace it "
-        "by the next good image"
+        f"{name} cannot be decoded ({reason}): remove it, or replace it by the next good image with "
+        "data.skip_bad_images=true (prepare_lsun: --skip-bad-images)"
     )
     error.detail = f"{name} cannot be decoded ({reason})"
     return error
