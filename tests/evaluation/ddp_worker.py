@@ -3,7 +3,8 @@
     python ddp_worker.py plain OUT INCEPTION      # env RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT: gloo
     python ddp_worker.py lightning OUT INCEPTION DEVICES   # Lightning's own DDP launcher starts rank 1
 
-``plain``: generation (in memory and as NPZ shards), Inception statistics, reference statistics and
+``plain``: generation (in memory and as NPZ shards), Inception statistics and features (gathered, and
+through ddpm-eval's feature shards), reference statistics and features, KID and precision/recall, and
 the NLL, sharded over the ranks and all-reduced; rank 0 writes ``OUT/result.json``.
 ``lightning``: a Trainer with the FID and NLL callbacks (learning rate 0, so the EMA weights are the
 same for any number of ranks); every rank writes ``OUT/rank{r}.json`` with the logged metrics.
@@ -25,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.evaluation.distributed import barrier, rank_and_world
+from ddpm.evaluation.feature_metrics import kid, precision_recall
+from ddpm.evaluation.fid_is import FIDSettings, sample_statistics, store_statistics, stored_features
 from ddpm.evaluation.generation import (
     GenerationSettings,
     generate,
@@ -33,7 +36,7 @@ from ddpm.evaluation.generation import (
     sample_store,
 )
 from ddpm.evaluation.inception import InceptionFeatureExtractor
-from ddpm.evaluation.metrics import accumulate, fid, statistics_for
+from ddpm.evaluation.metrics import fid
 from ddpm.evaluation.nll import NLLSettings, dataset_nll
 from ddpm.evaluation.reference_stats import reference_statistics
 from ddpm.sampling import AncestralSampler
@@ -51,20 +54,33 @@ def plain(out: Path, inception_path: str) -> None:
     sampler = AncestralSampler(GaussianDiffusion(num_timesteps=8))
     extractor = InceptionFeatureExtractor(inception_path)
 
-    stats = statistics_for(extractor, NUM_SAMPLES, (2, 1))
+    protocol = FIDSettings(is_splits=(2, 1), batch_size=4, kid=True, precision_recall=True)
     my_indices = range(rank, NUM_SAMPLES, world)
-    accumulate(stats, extractor, generate(model, sampler, (3, 8, 8), my_indices, seed=0, batch_size=2), 4)
-    stats = stats.reduced()
-    stats.check_complete()
+    batches = generate(model, sampler, (3, 8, 8), my_indices, seed=0, batch_size=2)
+    stats, gathered = sample_statistics(extractor, batches, NUM_SAMPLES, protocol, torch.device("cpu"))
 
     settings = GenerationSettings(num_samples=NUM_SAMPLES, batch_size=2, shard_size=2, seed=0)
     store = sample_store(out / "samples", "fp", settings)
     generate_shards(model, sampler, store, image_shape=(3, 8, 8), settings=settings, progress=False)
     barrier()
+    store_stats, features = store_statistics(
+        extractor, store, store.shards_of_rank(rank, world), protocol, torch.device("cpu")
+    )
+    stored = stored_features(features)
 
     data = FakeDataModule(n_train=4, n_test=4)
-    reference, _, _ = reference_statistics(data.train_set, "fake", "train", extractor, None, batch_size=2)
+    reference_set = reference_statistics(
+        data.train_set, "fake", "train", extractor, None, batch_size=2, with_features=True
+    )
+    reference = reference_set.stats
+    real = reference_set.features
     nll = dataset_nll(model, sampler.diffusion, data.val_set, NLLSettings(batch_size=1))
+    scores = {  # collectives: every rank computes its share of the subsets / rows
+        "kid": kid(gathered, real, subsets=5),
+        "precision_recall": precision_recall(gathered, real, k=2, batch=3),
+        "kid_stored": kid(stored, real, subsets=5),
+        "precision_recall_stored": precision_recall(stored, real, k=2, batch=3),
+    }
     if rank == 0:
         images = torch.cat([x for _, x in read_images(store, range(store.num_shards))])
         result = {
@@ -73,6 +89,8 @@ def plain(out: Path, inception_path: str) -> None:
             "is_2splits": stats.inception_score(2),
             "is_1split": stats.inception_score(1)[0],
             "reference_mean_norm": float(reference.features.mean().norm()),
+            **scores,
+            "fid_stored": fid(store_stats.features, reference.features),
             "nll_bpd": nll.summary()["bpd"],
             "nll_terms": nll.summary()["terms_bpd"],
             "shards_sha256": hashlib.sha256(images.numpy().tobytes()).hexdigest(),
@@ -111,6 +129,10 @@ def lightning(out: Path, inception_path: str, devices: int) -> None:
             cache_dir=str(out / "cache"),
             batch_size=4,
             is_splits=(2, 1),
+            kid=True,
+            kid_subsets=5,
+            precision_recall=True,
+            pr_neighbours=2,
         ),
     )
     nll_callback = NLLCallback(every_n_steps=2, num_images=3, batch_size=1, output_dir=str(out / "nll"))

@@ -1,4 +1,4 @@
-"""1 vs 2 DDP ranks (CPU, gloo, subprocesses): the same samples, the same FID / IS / NLL, no hang."""
+"""1 vs 2 DDP ranks (CPU, gloo, subprocesses): the same samples, FID / IS / KID / PR / NLL, no hang."""
 
 import json
 import os
@@ -78,6 +78,14 @@ def test_one_and_two_ranks_agree(tmp_path, inception_path):
     assert two["nll_bpd"] == pytest.approx(one["nll_bpd"], rel=1e-9)
     assert two["nll_terms"] == pytest.approx(one["nll_terms"], rel=1e-9)
     assert one["fid"] > 0
+    # KID / PR from gathered features and from ddpm-eval's feature shards (subsets, rows split over ranks)
+    for name in ("kid", "kid_stored"):
+        assert two[name] == pytest.approx(one[name], rel=1e-5), name
+    for name in ("precision_recall", "precision_recall_stored"):
+        assert two[name] == pytest.approx(one[name], abs=1e-9), name
+    assert one["kid_stored"] == pytest.approx(one["kid"], rel=1e-5) and one["kid"][0] != 0
+    assert one["precision_recall_stored"] == one["precision_recall"]
+    assert two["fid_stored"] == pytest.approx(one["fid"], rel=1e-6)
 
 
 def test_callbacks_under_lightning_ddp_match_one_process(tmp_path, inception_path):
@@ -104,15 +112,22 @@ def test_callbacks_under_lightning_ddp_match_one_process(tmp_path, inception_pat
     one = results[1][0]["logged"]
     rank0, rank1 = (r["logged"] for r in results[2])
     assert results[2][0]["world"] == 2
-    assert set(one) == {
-        "eval/fid_5_ancestral8_train",
-        "eval/fid_5_ancestral8_test",
-        "eval/is_5_ancestral8_2splits",
-        "eval/is_5_ancestral8_1split",
-        "eval/nll_bpd_3_test",
-        "eval/nll_prior_bpd_3_test",
-        "eval/nll_decoder_bpd_3_test",
+    feature_metrics = {
+        f"eval/{m}_5_ancestral8_{s}" for m in ("kid", "precision", "recall") for s in ("train", "test")
     }
+    assert (
+        set(one)
+        == {
+            "eval/fid_5_ancestral8_train",
+            "eval/fid_5_ancestral8_test",
+            "eval/is_5_ancestral8_2splits",
+            "eval/is_5_ancestral8_1split",
+            "eval/nll_bpd_3_test",
+            "eval/nll_prior_bpd_3_test",
+            "eval/nll_decoder_bpd_3_test",
+        }
+        | feature_metrics
+    )
     assert rank0 == rank1  # every rank computed the same values
     for name, value in one.items():
         assert rank0[name] == pytest.approx(value, rel=1e-5), name
