@@ -115,6 +115,21 @@ def test_converter_names_the_bad_key_or_replaces_it(bad_lmdb, capsys):
         convert_lmdb(lmdb, out, resolution=8, shard_size=3, progress=False)
 
 
+def test_held_out_split_with_a_bad_image_is_the_same_from_shards(tmp_path):
+    lmdb = write_fake_lsun_lmdb(tmp_path / "cat", n=20, size=(20, 16), fmt="WEBP")
+    key = truncate_lmdb_value(lmdb, 0, keep=0.3).decode()  # its next key is held out for val
+    out = tmp_path / "cat_8"
+    manifest = convert_lmdb(lmdb, out, resolution=8, shard_size=6, skip_bad_images=True, progress=False)
+    assert manifest["bad_keys"] == [key]
+    kwargs = {"root": tmp_path, "category": "cat", "image_size": 8, "batch_size": 2, "skip_bad_images": True}
+    decoded, shards = LSUNDataModule(**kwargs, shards_dir=None), LSUNDataModule(**kwargs)
+    decoded.setup()
+    shards.setup()
+    for split in ("train_set", "val_set"):
+        a, b = getattr(decoded, split), getattr(shards, split)
+        assert torch.equal(torch.stack(list(a)), torch.stack(list(b))), split
+
+
 @pytest.fixture
 def bad_folder(tmp_path):
     folder = write_fake_image_folder(tmp_path / "imgs", n=10, size=(12, 12))

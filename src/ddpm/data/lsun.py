@@ -7,6 +7,7 @@ directory (Hydra) and is shared, unsafely, between concurrent jobs.
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import os
@@ -114,15 +115,27 @@ class LMDBImageDataset(Dataset):
     ) -> None:
         self.path = str(path)
         self.image_size = int(image_size)
-        self.keys = list_lmdb_keys(self.path) if keys is None else keys
+        self.all_keys = list_lmdb_keys(self.path) if keys is None else keys
+        self.positions: np.ndarray | None = None  # a subset's items, as positions in all_keys
         self.bad_images = bad_images or BadImagePolicy(skip=False, what=f"LMDB {self.path}")
 
-    def __len__(self) -> int:
-        return len(self.keys)
+    @property
+    def keys(self) -> np.ndarray | list[bytes]:
+        """The keys of this dataset's items, in order."""
+        if self.positions is None:
+            return self.all_keys
+        if isinstance(self.all_keys, np.ndarray):
+            return self.all_keys[self.positions]
+        return [self.all_keys[i] for i in self.positions]
 
-    def decode(self, index: int) -> np.ndarray:
-        """uint8 [3, S, S] of item ``index``; :class:`BadImageError` if it cannot be decoded."""
-        key = bytes(self.keys[index])
+    def __len__(self) -> int:
+        return len(self.all_keys) if self.positions is None else len(self.positions)
+
+    def _position(self, index: int) -> int:
+        return int(index if self.positions is None else self.positions[index])
+
+    def _decode_at(self, position: int) -> np.ndarray:
+        key = bytes(self.all_keys[position])
         with shared_env(self.path).begin(write=False) as txn:
             value = txn.get(key)
             if value is None:
@@ -130,18 +143,28 @@ class LMDBImageDataset(Dataset):
             data = bytes(value)
         return decode_create_lsun(data, self.image_size, f"LSUN image key {_key_name(key)} in {self.path}")
 
+    def decode(self, index: int) -> np.ndarray:
+        """uint8 [3, S, S] of item ``index``; :class:`BadImageError` if it cannot be decoded."""
+        return self._decode_at(self._position(index))
+
     def pixels(self, index: int) -> np.ndarray:
-        """uint8 [3, S, S] of item ``index``, a bad image handled by the policy."""
-        return self.bad_images.load(index, len(self), self.decode)
+        """uint8 [3, S, S] of item ``index``, a bad image handled by the policy.
+
+        A bad image is replaced by the next good one in the *whole* LMDB's key order, also in a subset,
+        so that a subset gives the same pixels as the same subset of the converted shards.
+        """
+        return self.bad_images.load(self._position(index), len(self.all_keys), self._decode_at)
 
     def __getitem__(self, index: int) -> Tensor:
         return uint8_to_model(self.pixels(index))
 
     def subset(self, indices: np.ndarray, bad_images: BadImagePolicy | None = None) -> LMDBImageDataset:
-        """The same LMDB restricted to the keys at ``indices`` (with this policy unless one is given)."""
-        keys = self.keys[indices] if isinstance(self.keys, np.ndarray) else [self.keys[i] for i in indices]
-        policy = bad_images or self.bad_images
-        return LMDBImageDataset(self.path, self.image_size, keys=keys, bad_images=policy)
+        """The items at ``indices`` of this dataset (with this policy unless one is given)."""
+        subset = copy.copy(self)
+        positions = np.asarray(indices, dtype=np.int64)
+        subset.positions = positions if self.positions is None else self.positions[positions]
+        subset.bad_images = bad_images or self.bad_images
+        return subset
 
     def close(self) -> None:
         """Close the environment in this process (reopened on the next access)."""
