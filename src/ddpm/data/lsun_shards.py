@@ -1,12 +1,13 @@
 """LSUN converted once into ready-sized uint8 shards, read without decoding a JPEG.
 
-:func:`convert_lmdb` runs the LSUN dataset's own preprocessing (StyleGAN2's ``create_lsun`` steps,
-:class:`~ddpm.data.lsun.LMDBImageDataset`) over an LMDB in key order and writes the results with
-:class:`~ddpm.io.shards.ShardStore`: ``lsun_XXXXX.npz`` files of ``shard_size`` consecutive items, each
-with ``images`` (uint8 [n, 3, S, S]), ``keys`` (the LMDB keys) and ``bad`` (indices of bad images that
-were replaced by the next good one), plus the store's fingerprint (resolution, preprocessing, the LMDB's
-keys). It resumes: finished shards are kept. ``lsun_shards.json``, written last, marks the conversion
-complete. Item ``i`` of the shards is item ``i`` of the LMDB dataset, pixel for pixel.
+:func:`ddpm.data.prepare_lsun.convert_lmdb` runs the LSUN dataset's own preprocessing (StyleGAN2's
+``create_lsun`` steps, :class:`~ddpm.data.lsun.LMDBImageDataset`) over an LMDB in key order and writes
+the results with :class:`~ddpm.io.shards.ShardStore`: ``lsun_XXXXX.npz`` files of ``shard_size``
+consecutive items, each with ``images`` (uint8 [n, 3, S, S]), ``keys`` (the LMDB keys) and ``bad``
+(indices of bad images that were replaced by the next good one), plus the store's fingerprint
+(resolution, preprocessing, the LMDB's keys). It resumes: finished shards are kept (each is read back
+once to check it). ``lsun_shards.json``, written last, marks the conversion complete. Item ``i`` of the
+shards is item ``i`` of the LMDB dataset, pixel for pixel.
 
 :class:`ShardImageDataset` reads one item by seeking into the uncompressed NPZ member (numpy's
 ``savez`` stores its members uncompressed), so no shard is ever loaded whole. At 256x256 an image
