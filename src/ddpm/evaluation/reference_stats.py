@@ -245,6 +245,7 @@ def reference_key(
     dataset_name: str,
     split: str,
     extractor: torch.nn.Module,
+    *,
     num_images: int | None,
     protocol: tuple[Sequence[int], int | None] = (DEFAULT_IS_SPLITS, TORCH_FIDELITY_SHUFFLE_SEED),
 ) -> ReferenceKey:
@@ -299,7 +300,8 @@ def reference_statistics(
     ``extractor`` must have a ``weights_sha256`` attribute (see :class:`InceptionFeatureExtractor`).
     With ``cache_dir=None`` nothing is cached. Every rank must call this.
     """
-    key = reference_key(dataset, dataset_name, split, extractor, num_images, (is_splits, shuffle_seed))
+    protocol = (is_splits, shuffle_seed)
+    key = reference_key(dataset, dataset_name, split, extractor, num_images=num_images, protocol=protocol)
     cached = _cached(key, cache_dir, with_features)
     stats_missing = any_rank(cached.stats is None, device)
     if not stats_missing and not any_rank(with_features and cached.features is None, device):
