@@ -2,6 +2,7 @@
 
 * :mod:`~ddpm.evaluation.inception`: the TF-compatible Inception (torch-fidelity), offline weights.
 * :mod:`~ddpm.evaluation.metrics`: float64 FID / IS statistics that all-reduce across ranks.
+* :mod:`~ddpm.evaluation.feature_metrics`: KID and precision/recall from the features, split over ranks.
 * :mod:`~ddpm.evaluation.reference_stats`: cached statistics of dataset splits.
 * :mod:`~ddpm.evaluation.fid_is`: the FID/IS protocol's settings and stages (shared with the callback).
 * :mod:`~ddpm.evaluation.generation`: per-sample-seeded, sharded, resumable sample generation.
@@ -10,6 +11,7 @@
   published numbers; :mod:`~ddpm.evaluation.inception_check`: the real-data check of an Inception setup.
 """
 
+from ddpm.evaluation.feature_metrics import kid, precision_recall
 from ddpm.evaluation.fid_is import FIDSettings
 from ddpm.evaluation.generation import GenerationSettings, generate, generate_shards, sample_store
 from ddpm.evaluation.inception import (
@@ -53,8 +55,10 @@ __all__ = [
     "frechet_distance",
     "generate",
     "generate_shards",
+    "kid",
     "load_inception",
     "make_random_inception_weights",
+    "precision_recall",
     "reference_statistics",
     "resolve_inception_weights",
     "sample_store",
