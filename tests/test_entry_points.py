@@ -1,5 +1,5 @@
-"""The three entry points share one error contract: the same bad input gives one ``error:`` line on
-stderr, no traceback and exit code 2 from ddpm-train, ddpm-eval and ddpm-sample alike."""
+"""The entry points share one error contract: the same bad input gives one ``error:`` line on
+stderr, no traceback and exit code 2 from ddpm-train, ddpm-eval, ddpm-sample and ddpm-export alike."""
 
 import pytest
 import torch
@@ -32,10 +32,12 @@ def _command(name: str, ckpt, tmp_path) -> list[str]:
         return [name, *TINY, "trainer.max_steps=1", f"ckpt_path={ckpt}", f"paths.root_dir={tmp_path}", out]
     if name == "ddpm-eval":
         return [name, f"checkpoint={ckpt}", "metrics.fid=false", "metrics.inception_score=false", out]
+    if name == "ddpm-export":
+        return [name, f"checkpoint={ckpt}", f"output_dir={tmp_path / 'exported'}", out]
     return [name, f"ckpt_path={ckpt}", "num_samples=1", out]
 
 
-@pytest.mark.parametrize("entry_point", ["ddpm-train", "ddpm-eval", "ddpm-sample"])
+@pytest.mark.parametrize("entry_point", ["ddpm-train", "ddpm-eval", "ddpm-sample", "ddpm-export"])
 def test_a_checkpoint_carrying_pickled_objects_is_refused_in_one_line(tmp_path, entry_point):
     bad = tmp_path / "received.ckpt"
     torch.save({"state_dict": {}, "ddpm_config": {"module": {}}, "extra": _RunsCode()}, bad)

@@ -6,10 +6,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from ddpm.cli.ddpm_prepare_lsun import main
 from ddpm.cli.task_wrapper import run_task
 from ddpm.data import ImageFolderDataModule, LSUNDataModule
 from ddpm.data.bad_images import BadImageError
-from ddpm.data.prepare_lsun import convert_lmdb, main
+from ddpm.data.prepare_lsun import convert_lmdb
 
 from .fakes import truncate_lmdb_value, write_fake_image_folder, write_fake_lsun_lmdb
 

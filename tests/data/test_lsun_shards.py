@@ -8,10 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
+from ddpm.cli.ddpm_prepare_lsun import main
 from ddpm.data import LSUNDataModule
 from ddpm.data.lsun import LMDBImageDataset, shared_env
 from ddpm.data.lsun_shards import MANIFEST, ShardImageDataset
-from ddpm.data.prepare_lsun import convert_lmdb, main
+from ddpm.data.prepare_lsun import convert_lmdb
 
 from .fakes import write_fake_lsun_lmdb
 

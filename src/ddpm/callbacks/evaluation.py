@@ -14,7 +14,7 @@ from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.evaluation.distributed import rank_and_world
 from ddpm.evaluation.fid_is import FIDSettings, feature_scores, fid_against, reference_for, sample_statistics
 from ddpm.evaluation.generation import generate
-from ddpm.evaluation.inception import load_inception
+from ddpm.evaluation.inception import InceptionWeightsError, load_inception, resolve_inception_weights
 from ddpm.evaluation.metrics import InceptionStatistics, count_label
 from ddpm.evaluation.reference_stats import ReferenceSet
 from ddpm.sampling import AncestralSampler
@@ -78,6 +78,17 @@ class FIDCallback(PeriodicEMACallback):
         self.last_metrics: dict[str, float] = {}
         self._extractor: torch.nn.Module | None = None
         self._references: dict[str, ReferenceSet] = {}
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Find (or download) the Inception weights when training starts, not at the first evaluation."""
+        if stage != "fit":
+            return
+        try:
+            resolve_inception_weights(self.protocol.inception_weights, self.protocol.allow_download)
+        except InceptionWeightsError as exc:
+            raise InceptionWeightsError(
+                f"{exc}; or train without the in-loop FID: callbacks=default"
+            ) from None
 
     def _reference(self, trainer: L.Trainer, split: str, device: torch.device) -> ReferenceSet:
         if split not in self._references:

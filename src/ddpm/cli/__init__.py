@@ -1,5 +1,6 @@
-"""The three entry points, named after their console scripts: ``ddpm-train``, ``ddpm-eval``, ``ddpm-sample``.
+"""The entry points, named after their console scripts: ``ddpm-train``, ``ddpm-eval``, ``ddpm-sample``,
+``ddpm-export`` and ``ddpm-prepare-lsun``.
 
-Each is a thin Hydra app around a library call, wrapped by :func:`ddpm.cli.task_wrapper.task_wrapper`.
-Libraries never import from here.
+Each is a thin app around a library call, run through :func:`ddpm.cli.task_wrapper.run_task` (one
+error contract). Libraries never import from here.
 """

@@ -1,6 +1,6 @@
 """The one wrapper of the entry points' tasks (after lightning-hydra-template's ``task_wrapper``).
 
-Every entry point runs its task through :func:`run_task`, so all three behave alike:
+Every entry point runs its task through :func:`run_task`, so all of them behave alike:
 
 * a user error (:class:`~ddpm.errors.DDPMError`, also when Hydra wraps it while instantiating a
   config) prints one line ``error: <problem and fix>`` on stderr and exits with code 2;

@@ -3,7 +3,7 @@
 * :class:`DigitsDataModule`: scikit-learn's 8x8 digits, embedded, no download (the default).
 * :class:`CIFAR10DataModule`: CIFAR-10 32x32 (downloads on demand).
 * :class:`LSUNDataModule`: LSUN categories from the official LMDBs, preprocessed as StyleGAN2's
-  ``create_lsun`` (the paper's data), or from ready-sized shards (``python -m ddpm.data.prepare_lsun``).
+  ``create_lsun`` (the paper's data), or from ready-sized shards (``ddpm-prepare-lsun``).
 * :class:`ImageFolderDataModule`: a directory of your own images.
 
 All share :class:`DiffusionDataModule`: a deterministic, resumable, rank-sharded data order and a

@@ -192,7 +192,7 @@ class LSUNDataModule(DiffusionDataModule):
     ``ANTIALIAS``, i.e. Lanczos, resize to 256, uint8), so items follow exactly those steps
     (:func:`~ddpm.data.transforms.create_lsun_pixels`): FIDs are then comparable with the paper's
     7.89 (church) and 4.90 (bedroom), which a bicubic resize would shift. Training images are read
-    from ready-sized uint8 shards when there are any (``python -m ddpm.data.prepare_lsun``; the same
+    from ready-sized uint8 shards when there are any (``ddpm-prepare-lsun``; the same
     pixels, no JPEG decoding), else decoded from the LMDB.
 
     Args:

@@ -71,7 +71,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DatasetNotFoundError(
             f"{folder} holds no finished LSUN conversion ({MANIFEST} is missing): run "
-            f"`python -m ddpm.data.prepare_lsun --lmdb <LMDB> --out {folder} --resolution <S>` (it resumes)"
+            f"`ddpm-prepare-lsun --lmdb <LMDB> --out {folder} --resolution <S>` (it resumes)"
         )
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
@@ -104,7 +104,7 @@ class ShardImageDataset(Dataset):
     """The images of a finished conversion: float32 [3, S, S] in [-1, 1], one file read per item.
 
     Args:
-        folder: the ``--out`` folder of ``python -m ddpm.data.prepare_lsun``.
+        folder: the ``--out`` folder of ``ddpm-prepare-lsun``.
         image_size: the expected resolution (a :class:`~ddpm.errors.ConfigError` if it differs).
         indices: the items of the conversion this dataset exposes, in order (all when None).
     """
@@ -147,12 +147,12 @@ class ShardImageDataset(Dataset):
             except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
                 raise DatasetNotFoundError(
                     f"LSUN shard {path} is missing or unreadable ({type(exc).__name__}): rerun "
-                    "python -m ddpm.data.prepare_lsun on it (it resumes)"
+                    "ddpm-prepare-lsun on it (it resumes)"
                 ) from None
             if fingerprint != self.store.fingerprint:
                 raise DatasetNotFoundError(
                     f"LSUN shard {path} was written by another conversion than {MANIFEST} says: "
-                    "rerun python -m ddpm.data.prepare_lsun on it"
+                    "rerun ddpm-prepare-lsun on it"
                 )
             self._offsets[shard] = offset
         return self._offsets[shard]

@@ -1,7 +1,5 @@
-"""One-off conversion of an LSUN LMDB into ready-sized uint8 shards (see :mod:`ddpm.data.lsun_shards`).
-
-    python -m ddpm.data.prepare_lsun --lmdb data/lsun/church_outdoor_train_lmdb \\
-        --out data/lsun/church_outdoor_256 --resolution 256 --workers 8
+"""One-off conversion of an LSUN LMDB into ready-sized uint8 shards (see :mod:`ddpm.data.lsun_shards`);
+its command line is ``ddpm-prepare-lsun`` (:mod:`ddpm.cli.ddpm_prepare_lsun`).
 
 Interrupted, it resumes where it stopped (finished shards are kept). A truncated or corrupt image stops
 it with one ``error:`` line naming the key (exit code 2), as does any other bad input; with
@@ -12,16 +10,12 @@ it with one ``error:`` line naming the key (exit code 2), as does any other bad 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import multiprocessing
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from ddpm.data.bad_images import BadImageError, BadImagePolicy
 from ddpm.data.lsun import LMDBImageDataset, list_lmdb_keys
@@ -141,49 +135,3 @@ def convert_lmdb(
     }
     atomic_write_json(out / MANIFEST, manifest)
     return manifest
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ddpm.data.prepare_lsun",
-        description="Convert an LSUN LMDB into ready-sized uint8 shards (StyleGAN2 create_lsun steps).",
-    )
-    parser.add_argument("--lmdb", required=True, help="e.g. data/lsun/church_outdoor_train_lmdb")
-    parser.add_argument("--out", required=True, help="output folder, e.g. data/lsun/church_outdoor_256")
-    parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--shard-size", type=int, default=1000, help="images per shard file")
-    parser.add_argument("--workers", type=int, default=1, help="processes decoding in parallel")
-    parser.add_argument("--skip-bad-images", action="store_true", help="replace a bad image by the next one")
-    parser.add_argument("--no-progress", action="store_true")
-    return parser
-
-
-def _task(cfg: DictConfig) -> dict[str, Any]:
-    manifest = convert_lmdb(
-        cfg.lmdb,
-        cfg.out,
-        resolution=cfg.resolution,
-        shard_size=cfg.shard_size,
-        skip_bad_images=cfg.skip_bad_images,
-        workers=cfg.workers,
-        progress=not cfg.no_progress,
-    )
-    bad = manifest["bad_keys"]
-    side = manifest["resolution"]
-    replaced = f"; {len(bad)} bad image(s) replaced" if bad else ""
-    shards = f"{manifest['num_shards']} shards in {cfg.out}"
-    print(f"{manifest['num_items']} images at {side}x{side} in {shards}{replaced}")
-    return manifest
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """The command line: bad input prints one ``error:`` line on stderr and exits with code 2."""
-    from ddpm.cli.task_wrapper import run_task
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    args = _parser().parse_args(argv)
-    run_task(_task, OmegaConf.create(vars(args)))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
