@@ -23,6 +23,8 @@ def stub_inception(monkeypatch):
     """The callbacks' Inception replaced by a cheap stand-in (the real one runs in test_distributed.py)."""
     extractor = StubExtractor()
     monkeypatch.setattr(evaluation_callbacks, "load_inception", lambda *args, **kwargs: extractor)
+    # the start-up check of the weights file (the stand-in needs none)
+    monkeypatch.setattr(evaluation_callbacks, "resolve_inception_weights", lambda *args, **kwargs: None)
     return extractor
 
 
