@@ -121,19 +121,10 @@ def build_diffusers(net: nn.Module) -> nn.Module | None:
     try:
         from diffusers import UNet2DModel
 
-        from ddpm.models.diffusers_port import diffusers_config_for
+        from ddpm.models.diffusers_port import diffusers_config_of
     except ImportError:
         return None
-    config = diffusers_config_for(
-        ch=net.ch,
-        ch_mult=net.ch_mult,
-        num_res_blocks=net.num_res_blocks,
-        attn_resolutions=net.attn_resolutions,
-        resolution=net.resolution,
-        in_channels=net.in_channels,
-        out_channels=net.out_channels,
-        dropout=net.dropout,
-    )
+    config = diffusers_config_of(net)
     return DiffusersEps(UNet2DModel(**config))
 
 

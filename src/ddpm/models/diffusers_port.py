@@ -34,6 +34,7 @@ from ddpm.models.unet import UNet
 __all__ = [
     "convert_diffusers_state_dict",
     "diffusers_config_for",
+    "diffusers_config_of",
     "load_diffusers_unet",
     "to_diffusers_state_dict",
     "unet_kwargs_from_diffusers_config",
@@ -135,6 +136,20 @@ def diffusers_config_for(
         "resnet_time_scale_shift": "default",
         "add_attention": True,
     }
+
+
+def diffusers_config_of(net: UNet) -> dict[str, Any]:
+    """:func:`diffusers_config_for` with the architecture of an existing ``net``."""
+    names = (
+        "ch",
+        "ch_mult",
+        "num_res_blocks",
+        "attn_resolutions",
+        "resolution",
+        "in_channels",
+        "out_channels",
+    )
+    return diffusers_config_for(**{name: getattr(net, name) for name in names}, dropout=net.dropout)
 
 
 def _required_problems(cfg: Mapping[str, Any]) -> list[str]:

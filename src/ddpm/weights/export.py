@@ -25,7 +25,7 @@ from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.diffusion.schedules import make_betas
 from ddpm.errors import ConfigError, DDPMError
 from ddpm.io.atomic import atomic_write, atomic_write_json
-from ddpm.models.diffusers_port import diffusers_config_for, to_diffusers_state_dict
+from ddpm.models.diffusers_port import diffusers_config_of, to_diffusers_state_dict
 from ddpm.models.unet import UNet
 from ddpm.weights.load import load_model
 from ddpm.weights.released import DIFFUSERS_SCHEDULES, EXPORT_MARKER, PREDICTION_TYPES, LoadedModel
@@ -63,16 +63,7 @@ def exportable_net(loaded: LoadedModel) -> UNet:
 
 def unet_config(net: UNet) -> dict[str, Any]:
     """``unet/config.json``: the ``UNet2DModel`` config that builds exactly ``net``'s architecture."""
-    config = diffusers_config_for(
-        ch=net.ch,
-        ch_mult=net.ch_mult,
-        num_res_blocks=net.num_res_blocks,
-        attn_resolutions=net.attn_resolutions,
-        resolution=net.resolution,
-        in_channels=net.in_channels,
-        out_channels=net.out_channels,
-        dropout=net.dropout,
-    )
+    config = diffusers_config_of(net)
     return {"_class_name": "UNet2DModel", "_diffusers_version": DIFFUSERS_VERSION, **config}
 
 
