@@ -87,7 +87,8 @@ def iter_samples(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     _check_cond(cond, len(seeds))
     device, shape = torch.device(device), tuple(int(v) for v in shape)
-    total = len(seeds) * sampler.num_steps
+    # a guided sampler sends 2 rows per image through each network call (ddpm.sampling.guidance)
+    total = len(seeds) * sampler.num_steps * int(getattr(sampler, "rows_per_image", 1))
     bar = progress_bar(enabled=progress, description="network calls x images", total=total, leave=True)
     call = CountingModel(model, bar) if progress else model
     try:

@@ -45,13 +45,17 @@ SAMPLERS: dict[str, tuple[type[Sampler], dict[str, Any]]] = {
 def make_sampler(name: str, diffusion: GaussianDiffusion, **settings: Any) -> Sampler:
     """Build the sampler called ``name`` (see the table above; ``-`` may stand for ``_``) for ``diffusion``.
 
-    ``settings`` override the defaults, e.g. ``make_sampler("ddim", d, steps=100, eta=0.5)``.
+    ``settings`` override the defaults, e.g. ``make_sampler("ddim", d, steps=100, eta=0.5)``;
+    ``guidance_scale=w`` wraps it in classifier-free guidance (:mod:`ddpm.sampling.guidance`; None: none).
     """
+    from ddpm.sampling.guidance import with_guidance
+
+    guidance_scale = settings.pop("guidance_scale", None)
     key = name.lower().replace("-", "_").replace("++", "_pp")
     if key not in SAMPLERS:
         raise ConfigError(f"unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
     cls, defaults = SAMPLERS[key]
-    return cls(diffusion, **{**defaults, **settings})
+    return with_guidance(cls(diffusion, **{**defaults, **settings}), guidance_scale)
 
 
 __all__ = ["SAMPLERS", "make_sampler"]
