@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddpm.errors import ConfigError
+from ddpm.sampling.guidance import NULL_LABEL
 
 __all__ = [
     "AttnBlock",
@@ -176,6 +177,15 @@ def _int_tuple(name: str, value: Sequence[int] | int) -> tuple[int, ...]:
     return out
 
 
+def _class_settings(num_classes: int, class_dropout: float) -> tuple[int, float]:
+    """Validated ``(num_classes, class_dropout)``."""
+    if int(num_classes) != num_classes or num_classes < 0:
+        raise ConfigError(f"UNet: num_classes must be 0 (unconditional) or a positive int, got {num_classes}")
+    if not 0.0 <= class_dropout < 1.0:
+        raise ConfigError(f"UNet: class_dropout must be in [0, 1), got {class_dropout}")
+    return int(num_classes), float(class_dropout)
+
+
 class UNet(nn.Module):
     """The DDPM U-Net ``eps_theta(x_t, t)`` (Ho et al. 2020, Appendix B).
 
@@ -191,6 +201,13 @@ class UNet(nn.Module):
         attn_resolutions: feature-map sizes at which a self-attention block follows every ResNet block.
         dropout: dropout rate inside the ResNet blocks.
         resolution: input height = width; must be divisible by ``2 ** (len(ch_mult) - 1)``.
+        num_classes: 0 (the paper: unconditional, no class parameters) or the number of classes K of a
+            class-conditional model: ``class_embedding = nn.Embedding(K + 1, 4 * ch)`` whose last row is
+            the null class, added to the timestep embedding after its MLP (improved/guided-diffusion's
+            ``label_emb``, diffusers' ``UNet2DModel(num_class_embeds=K + 1)``).
+        class_dropout: in training mode each label is replaced by the null class with this probability
+            (drawn from the global RNG), so one network learns p(x|y) and p(x) for classifier-free
+            guidance (Ho & Salimans 2022, Algorithm 1). Unused when ``num_classes=0``.
     """
 
     def __init__(
@@ -203,6 +220,8 @@ class UNet(nn.Module):
         attn_resolutions: Sequence[int] = (16,),
         dropout: float = 0.1,
         resolution: int = 32,
+        num_classes: int = 0,
+        class_dropout: float = 0.1,
     ) -> None:
         super().__init__()
         ch_mult = _int_tuple("ch_mult", ch_mult)
@@ -228,8 +247,11 @@ class UNet(nn.Module):
         self.resolution = int(resolution)
         self.num_resolutions = len(ch_mult)
         self.temb_ch = 4 * self.ch
+        self.num_classes, self.class_dropout = _class_settings(num_classes, class_dropout)
 
         self.temb = _TimestepMLP(self.ch, self.temb_ch)
+        if self.num_classes > 0:  # row K is the null class; N(0, 1) init as nn.Embedding (and diffusers)
+            self.class_embedding = nn.Embedding(self.num_classes + 1, self.temb_ch)
         self.conv_in = nn.Conv2d(self.in_channels, self.ch, kernel_size=3, stride=1, padding=1)
         self.down = nn.ModuleList([self._down_level(i) for i in range(self.num_resolutions)])
         self.mid = _Mid(self.ch * ch_mult[-1], self.temb_ch, self.dropout)
@@ -364,12 +386,47 @@ class UNet(nn.Module):
                 f"UNet: t must have shape [B]=[{b}] (one timestep per image), got {tuple(t.shape)}"
             )
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """Predict the noise ``eps_theta(x_t, t)``.
+    def class_indices(self, class_labels: Tensor | None, batch: int, device: torch.device) -> Tensor:
+        """Rows of ``class_embedding`` for the labels: ``-1`` (:data:`NULL_LABEL`), ``K`` or ``None`` is the
+        null class; in training mode each label becomes the null class with probability ``class_dropout``."""
+        null = self.num_classes
+        if class_labels is None:
+            return torch.full((batch,), null, dtype=torch.long, device=device)
+        labels = class_labels.to(device=device, dtype=torch.long)
+        if labels.shape != (batch,):
+            raise ConfigError(f"UNet: class_labels must have shape [B]=[{batch}], got {tuple(labels.shape)}")
+        if bool(((labels < NULL_LABEL) | (labels > null)).any()):
+            raise ConfigError(
+                f"UNet: class_labels must be in 0..{null - 1} (or {NULL_LABEL} for the null class), "
+                f"got {sorted(set(labels.tolist()))}"
+            )
+        labels = torch.where(labels == NULL_LABEL, null, labels)
+        if self.training and self.class_dropout > 0:
+            drop = torch.rand(batch, device=device) < self.class_dropout
+            labels = torch.where(drop, null, labels)
+        return labels
+
+    def _embed(self, x: Tensor, t: Tensor, class_labels: Tensor | None) -> Tensor:
+        """``SiLU(temb)``: the timestep MLP's output plus the class embedding (when conditional)."""
+        temb = timestep_embedding(t.to(x.device), self.ch).to(x.dtype)
+        temb = self.temb.dense[1](F.silu(self.temb.dense[0](temb)))
+        if self.num_classes > 0:
+            temb = temb + self.class_embedding(self.class_indices(class_labels, x.shape[0], x.device))
+        elif class_labels is not None:
+            raise ConfigError(
+                "UNet got class_labels but was built unconditional (num_classes=0): set model.num_classes "
+                "(and data.class_labels=true) to train a class-conditional model"
+            )
+        return F.silu(temb)
+
+    def forward(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        """Predict the noise ``eps_theta(x_t, t)`` (``eps_theta(x_t, t, y)`` for a conditional model).
 
         Args:
             x: noisy images ``[B, in_channels, resolution, resolution]`` (contiguous or channels_last).
             t: integer timesteps ``[B]`` (a scalar is broadcast to the batch).
+            class_labels: int64 ``[B]`` in ``0..num_classes-1``, ``-1`` for the null class; ``None``: all
+                null (the unconditional prediction). Only for ``num_classes > 0``.
 
         Returns:
             ``[B, out_channels, resolution, resolution]``.
@@ -380,10 +437,8 @@ class UNet(nn.Module):
             t = t.expand(x.shape[0])
         self._check_inputs(x, t)
 
-        # Timestep embedding; SiLU(temb) is what every ResNet block consumes.
-        temb = timestep_embedding(t.to(x.device), self.ch).to(x.dtype)
-        temb = self.temb.dense[1](F.silu(self.temb.dense[0](temb)))
-        temb = F.silu(temb)
+        # Timestep (+ class) embedding; SiLU(temb) is what every ResNet block consumes.
+        temb = self._embed(x, t, class_labels)
 
         # Downsampling.
         hs = [self.conv_in(x)]
@@ -414,9 +469,15 @@ class UNet(nn.Module):
 
         return self.conv_out(F.silu(self.norm_out(h)))
 
+    def _class_repr(self) -> str:
+        if not self.num_classes:
+            return ""
+        return f", num_classes={self.num_classes}, class_dropout={self.class_dropout}"
+
     def extra_repr(self) -> str:
         return (
             f"in_channels={self.in_channels}, out_channels={self.out_channels}, ch={self.ch}, "
             f"ch_mult={self.ch_mult}, num_res_blocks={self.num_res_blocks}, "
             f"attn_resolutions={self.attn_resolutions}, dropout={self.dropout}, resolution={self.resolution}"
+            + self._class_repr()
         )
