@@ -42,17 +42,10 @@ class DigitsClassifier(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(64 * 4 * 4, FEATURE_DIM),
-            nn.ReLU(),
-        )
+        layers = [nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        layers += [nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()]
+        layers += [nn.Linear(64 * 4 * 4, FEATURE_DIM), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
         self.head = nn.Linear(FEATURE_DIM, NUM_CLASSES)
 
     def features(self, x: Tensor) -> Tensor:
