@@ -4,13 +4,15 @@ Entry points: :func:`iter_samples` (the one sampling loop: batches of images fro
 :func:`sample` (all images at once), :func:`make_sampler` (a sampler object by name, see
 :data:`SAMPLERS`, the same names as the Hydra ``sampler`` group). Classes: :class:`AncestralSampler`
 (DDPM, full or respaced chain), :class:`DDIMSampler` (eta in [0, 1]), :class:`DPMSolverPPSampler`
-(2M / 3M). Inpainting by replacement conditioning: :func:`inpaint_replacement`.
+(2M / 3M), :class:`HeunSampler` (EDM's Heun, deterministic or with churn). Inpainting by replacement
+conditioning: :func:`inpaint_replacement`.
 """
 
 from ddpm.sampling.ancestral import AncestralSampler
 from ddpm.sampling.base import Sampler, Trajectory
 from ddpm.sampling.ddim import DDIMSampler
 from ddpm.sampling.dpm_solver import DPMSolverPPSampler
+from ddpm.sampling.heun import HeunSampler
 from ddpm.sampling.inpaint import center_mask, inpaint_replacement
 from ddpm.sampling.loop import iter_samples, sample
 from ddpm.sampling.noise import NoiseSource, PerSampleNoise
@@ -24,6 +26,7 @@ __all__ = [
     "AncestralSampler",
     "DDIMSampler",
     "DPMSolverPPSampler",
+    "HeunSampler",
     "NoiseSource",
     "PerSampleNoise",
     "Sampler",

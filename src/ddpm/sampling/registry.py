@@ -13,6 +13,11 @@ name                    class and defaults                                      
 ``ddim_quadratic``      DDIM on quadratically spaced steps                           steps
 ``dpm_solver_pp_2m``    DPM-Solver++(2M), ``spacing="logsnr"``, ``steps=20``           steps
 ``dpm_solver_pp_3m``    DPM-Solver++(3M), the same with ``order=3``                   steps
+``heun``                EDM's Heun sampler (Karras et al. 2022, Algorithm 1) on      2 steps - 1
+                        ``steps=18`` sigma levels, ``spacing="karras"`` (rho 7)
+``heun_churn``          the same with Algorithm 2's churn on ``steps=64`` levels:    2 steps - 1
+                        ``s_churn=40``, ``s_tmin=0.05``, ``s_tmax=50``,
+                        ``s_noise=1.003`` (EDM's ImageNet-64 churn)
 ======================  ===========================================================  =========
 """
 
@@ -26,10 +31,24 @@ from ddpm.sampling.ancestral import AncestralSampler
 from ddpm.sampling.base import Sampler
 from ddpm.sampling.ddim import DDIMSampler
 from ddpm.sampling.dpm_solver import DPMSolverPPSampler
+from ddpm.sampling.heun import HeunSampler
 
 _ANCESTRAL = {"clip_denoised": True, "steps": None, "spacing": "uniform"}
 _DDIM = {"steps": 50, "eta": 0.0, "spacing": "uniform", "clip_denoised": True}
 _DPM_2M = {"steps": 20, "order": 2, "spacing": "logsnr", "clip_denoised": True, "lower_order_final": True}
+_HEUN = {
+    "steps": 18,
+    "spacing": "karras",
+    "rho": 7.0,
+    "clip_denoised": True,
+    "s_churn": 0.0,
+    "s_tmin": 0.0,
+    "s_tmax": None,
+    "s_noise": 1.0,
+    "sigma_min": None,
+    "sigma_max": None,
+}
+_CHURN = {"steps": 64, "s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50.0, "s_noise": 1.003}
 
 # name -> (class, default settings); the same as configs/sampler/<name>.yaml
 SAMPLERS: dict[str, tuple[type[Sampler], dict[str, Any]]] = {
@@ -39,6 +58,8 @@ SAMPLERS: dict[str, tuple[type[Sampler], dict[str, Any]]] = {
     "ddim_quadratic": (DDIMSampler, {**_DDIM, "spacing": "quadratic"}),
     "dpm_solver_pp_2m": (DPMSolverPPSampler, _DPM_2M),
     "dpm_solver_pp_3m": (DPMSolverPPSampler, {**_DPM_2M, "order": 3, "max_third_order_step": 1.0}),
+    "heun": (HeunSampler, _HEUN),
+    "heun_churn": (HeunSampler, {**_HEUN, **_CHURN}),
 }
 
 
