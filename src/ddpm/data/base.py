@@ -1,6 +1,8 @@
 """The DataModule base class: deterministic sharded loaders and the on-device random flip.
 
-Batches are float32 tensors [B, C, H, W] in [-1, 1], without labels.
+Batches are float32 tensors [B, C, H, W] in [-1, 1], without labels; with ``class_labels=True``
+(class-conditional training) they are pairs ``(x0, {"class_labels": int64 [B]})``
+(:func:`ddpm.diffusion.denoiser.split_batch`), the images and their order being the same.
 
 Data order. ``train_dataloader()`` builds its own
 ``DistributedSampler(num_replicas=world_size, rank=global_rank, shuffle=True, seed=seed,
@@ -37,16 +39,35 @@ micro-batches of one optimizer step share the step's flip mask.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
 
 from ddpm.data.loaders import ResumableDataLoader, ResumableDistributedSampler
 from ddpm.data.transforms import random_flip_batch
 from ddpm.errors import ConfigError
+from ddpm.sampling.guidance import LABELS_KEY
 from ddpm.utils.rng import step_generator
+
+
+class LabelledDataset(Dataset):
+    """Items ``(image, {"class_labels": int64 scalar})`` of an image dataset and one label per item."""
+
+    def __init__(self, images: Dataset, labels: Sequence[int]) -> None:
+        if len(labels) != len(images):
+            raise ValueError(f"{len(labels)} labels for {len(images)} images")
+        self.images = images
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.images[index], {LABELS_KEY: self.labels[index]}
 
 
 class DiffusionDataModule(L.LightningDataModule):
@@ -60,9 +81,12 @@ class DiffusionDataModule(L.LightningDataModule):
         random_flip: random horizontal flips of training batches (on the device, see the module doc).
         seed: seed of the data order and of the flips.
         val_batch_size: validation batch size; ``batch_size`` when None.
+        class_labels: yield ``(x0, {"class_labels": y})`` batches for class-conditional training
+            (datasets with classes only; False keeps plain image batches, the unconditional default).
 
     Subclasses set ``self.train_set`` / ``self.val_set`` in ``setup`` (datasets whose items are float32
-    [C, H, W] tensors in [-1, 1]) and implement :attr:`image_shape`.
+    [C, H, W] tensors in [-1, 1], or :class:`LabelledDataset` pairs with ``class_labels``) and implement
+    :attr:`image_shape` (and :attr:`num_classes` if they have classes).
     """
 
     def __init__(
@@ -74,6 +98,7 @@ class DiffusionDataModule(L.LightningDataModule):
         random_flip: bool = True,
         seed: int = 0,
         val_batch_size: int | None = None,
+        class_labels: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -89,6 +114,12 @@ class DiffusionDataModule(L.LightningDataModule):
         self.random_flip = bool(random_flip)
         self.seed = int(seed)
         self._val_batch_size = val_batch_size
+        self.class_labels = bool(class_labels)
+        if self.class_labels and not self.has_classes:
+            raise ConfigError(
+                f"{type(self).__name__} has no class labels: drop data.class_labels=true (class-conditional "
+                "training needs digits, cifar10 or an image_folder with one subfolder per class)"
+            )
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
@@ -97,6 +128,13 @@ class DiffusionDataModule(L.LightningDataModule):
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of the images, known from the config before ``setup``."""
         raise NotImplementedError
+
+    has_classes = False  # True for datasets with class labels (they implement num_classes)
+
+    @property
+    def num_classes(self) -> int | None:
+        """The number of classes of a dataset with labels (None: no labels)."""
+        return None
 
     @property
     def val_batch_size(self) -> int:
@@ -167,9 +205,12 @@ class DiffusionDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Random horizontal flip of training batches, a function of (seed, global_step, global_rank)."""
         trainer = self.trainer
-        if not self.random_flip or trainer is None or not trainer.training or not isinstance(batch, Tensor):
+        labelled = isinstance(batch, Sequence) and len(batch) == 2 and isinstance(batch[0], Tensor)
+        images = batch[0] if labelled else batch
+        if not self.random_flip or trainer is None or not trainer.training or not isinstance(images, Tensor):
             return batch
         generator = step_generator(
-            self.seed, int(trainer.global_step), int(trainer.global_rank), "flip", device=batch.device
+            self.seed, int(trainer.global_step), int(trainer.global_rank), "flip", device=images.device
         )
-        return random_flip_batch(batch, generator)
+        flipped = random_flip_batch(images, generator)
+        return (flipped, batch[1]) if labelled else flipped

@@ -9,7 +9,7 @@ import numpy as np
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ddpm.data.base import DiffusionDataModule
+from ddpm.data.base import DiffusionDataModule, LabelledDataset
 from ddpm.data.transforms import uint8_to_model
 from ddpm.errors import DatasetNotFoundError
 
@@ -21,6 +21,15 @@ TEST_FILES = ("test_batch",)
 def _get(entry: dict, key: str):
     """The official pickles have str keys under Python 2 and bytes keys under ``encoding="bytes"``."""
     return entry[key] if key in entry else entry[key.encode()]
+
+
+def read_cifar_labels(folder: Path, files: tuple[str, ...]) -> np.ndarray:
+    """The class (0..9) of each image of :func:`read_cifar_batches`, int64 [N], in the same order."""
+    labels = []
+    for name in files:
+        with open(folder / name, "rb") as f:
+            labels.append(np.asarray(_get(pickle.load(f, encoding="bytes"), "labels"), dtype=np.int64))
+    return np.concatenate(labels)
 
 
 def read_cifar_batches(folder: Path, files: tuple[str, ...]) -> np.ndarray:
@@ -58,6 +67,7 @@ class CIFAR10DataModule(DiffusionDataModule):
         download: download it with ``torchvision.datasets.CIFAR10`` in ``prepare_data`` (run by
             Lightning on local rank 0) when the files are missing. Files already present are used as
             they are, without torchvision's MD5 check (so a pre-placed copy works offline).
+        class_labels: batches ``(x0, {"class_labels": class})`` for class-conditional training.
         Other arguments: see :class:`~ddpm.data.base.DiffusionDataModule`. The paper flips randomly.
     """
 
@@ -72,6 +82,7 @@ class CIFAR10DataModule(DiffusionDataModule):
         random_flip: bool = True,
         seed: int = 0,
         val_batch_size: int | None = None,
+        class_labels: bool = False,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -81,13 +92,20 @@ class CIFAR10DataModule(DiffusionDataModule):
             random_flip=random_flip,
             seed=seed,
             val_batch_size=val_batch_size,
+            class_labels=class_labels,
         )
         self.data_dir = Path(data_dir)
         self.download = bool(download)
 
+    has_classes = True
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (3, 32, 32)
+
+    @property
+    def num_classes(self) -> int:
+        return 10
 
     @property
     def folder(self) -> Path:
@@ -126,3 +144,6 @@ class CIFAR10DataModule(DiffusionDataModule):
             raise self._not_found(f" (missing {', '.join(missing)})")
         self.train_set = CIFAR10Images(read_cifar_batches(self.folder, TRAIN_FILES))
         self.val_set = CIFAR10Images(read_cifar_batches(self.folder, TEST_FILES))
+        if self.class_labels:
+            self.train_set = LabelledDataset(self.train_set, read_cifar_labels(self.folder, TRAIN_FILES))
+            self.val_set = LabelledDataset(self.val_set, read_cifar_labels(self.folder, TEST_FILES))

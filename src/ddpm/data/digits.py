@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ddpm.data.base import DiffusionDataModule
+from ddpm.data.base import DiffusionDataModule, LabelledDataset
 from ddpm.data.splits import num_val_items, split_indices
 from ddpm.errors import ConfigError
 
@@ -28,6 +28,13 @@ def load_digit_images(image_size: int = 16) -> Tensor:
             x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=image_size < 8
         )
     return x.clamp_(-1.0, 1.0).contiguous()
+
+
+def load_digit_labels() -> np.ndarray:
+    """The digit (0..9) of each image of :func:`load_digit_images`, int64 [N], in the same order."""
+    from sklearn.datasets import load_digits
+
+    return load_digits().target.astype(np.int64)
 
 
 class TensorImageDataset(Dataset):
@@ -52,6 +59,7 @@ class DigitsDataModule(DiffusionDataModule):
             ``split_seed``, see :func:`ddpm.data.splits.split_indices`); 0.1 -> 1,617 train / 180 val.
         split_seed: seed of the split (independent of ``seed``, which drives order and flips).
         random_flip: False by default: mirrored digits are not digits.
+        class_labels: batches ``(x0, {"class_labels": digit})`` for class-conditional training.
         Other arguments: see :class:`~ddpm.data.base.DiffusionDataModule`.
     """
 
@@ -67,6 +75,7 @@ class DigitsDataModule(DiffusionDataModule):
         random_flip: bool = False,
         seed: int = 0,
         val_batch_size: int | None = None,
+        class_labels: bool = False,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -76,6 +85,7 @@ class DigitsDataModule(DiffusionDataModule):
             random_flip=random_flip,
             seed=seed,
             val_batch_size=val_batch_size,
+            class_labels=class_labels,
         )
         if image_size < 1:
             raise ConfigError(f"data.image_size must be >= 1, got {image_size}")
@@ -84,9 +94,15 @@ class DigitsDataModule(DiffusionDataModule):
         self.val_fraction = float(val_fraction)
         self.split_seed = int(split_seed)
 
+    has_classes = True
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (1, self.image_size, self.image_size)
+
+    @property
+    def num_classes(self) -> int:
+        return 10
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None and self.val_set is not None:
@@ -96,3 +112,7 @@ class DigitsDataModule(DiffusionDataModule):
         train_idx, val_idx = split_indices(n, num_val_items(n, self.val_fraction), self.split_seed)
         self.train_set = TensorImageDataset(images, train_idx)
         self.val_set = TensorImageDataset(images, val_idx)
+        if self.class_labels:
+            labels = load_digit_labels()
+            self.train_set = LabelledDataset(self.train_set, labels[train_idx])
+            self.val_set = LabelledDataset(self.val_set, labels[val_idx])

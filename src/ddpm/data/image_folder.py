@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -14,6 +15,7 @@ from ddpm.data.base import DiffusionDataModule
 from ddpm.data.splits import num_val_items, split_indices
 from ddpm.data.transforms import pil_to_model
 from ddpm.errors import ConfigError, DatasetNotFoundError
+from ddpm.sampling.guidance import LABELS_KEY
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -42,11 +44,29 @@ def find_images(root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) 
     return files
 
 
+def class_of_files(root: str | Path, files: Sequence[Path]) -> tuple[list[str], list[int]]:
+    """Class names (the sorted names of the subfolders of ``root`` that hold images) and each file's class
+    index (its top-level subfolder's position in that list), as torchvision's ``ImageFolder``."""
+    root = Path(root)
+    parts = [f.relative_to(root).parts for f in files]
+    loose = [Path(*p).as_posix() for p in parts if len(p) == 1]
+    if loose:
+        raise ConfigError(
+            f"data.class_labels=true needs every image of {root} in a class subfolder "
+            f"(<class>/<image>), but {len(loose)} lie directly in it, e.g. {loose[0]}: move them into a "
+            "subfolder or set data.class_labels=false"
+        )
+    names = sorted({p[0] for p in parts})
+    index = {name: i for i, name in enumerate(names)}
+    return names, [index[p[0]] for p in parts]
+
+
 class ImageFileDataset(Dataset):
     """Image files -> center crop + resize to ``image_size`` -> float32 [C, S, S] in [-1, 1].
 
     A truncated or corrupt file raises :class:`~ddpm.data.bad_images.BadImageError` naming it, or is
-    replaced by the next good file, as ``bad_images`` says (raise when None).
+    replaced by the next good file, as ``bad_images`` says (raise when None). With ``labels`` (one class
+    index per file) items are ``(image, {"class_labels": label})``; a replacement brings its own label.
     """
 
     def __init__(
@@ -55,8 +75,10 @@ class ImageFileDataset(Dataset):
         image_size: int,
         channels: int = 3,
         bad_images: BadImagePolicy | None = None,
+        labels: Sequence[int] | None = None,
     ) -> None:
         self.files = [str(f) for f in files]
+        self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
         self.image_size = int(image_size)
         self.channels = int(channels)
         self.bad_images = bad_images or BadImagePolicy(skip=False, what="image folder")
@@ -64,15 +86,16 @@ class ImageFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def decode(self, index: int) -> Tensor:
+    def decode(self, index: int) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         """Item ``index``; :class:`BadImageError` if its file cannot be decoded."""
         try:
             with Image.open(self.files[index]) as image:
-                return pil_to_model(image, self.image_size, self.channels)
+                pixels = pil_to_model(image, self.image_size, self.channels)
         except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... on bad files
             raise undecodable(f"image file {self.files[index]}", exc) from None
+        return pixels if self.labels is None else (pixels, {LABELS_KEY: self.labels[index]})
 
-    def __getitem__(self, index: int) -> Tensor:
+    def __getitem__(self, index: int) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         return self.bad_images.load(index, len(self), self.decode)
 
 
@@ -91,6 +114,8 @@ class ImageFolderDataModule(DiffusionDataModule):
         split_seed: seed of the split (independent of ``seed``, which drives order and flips).
         skip_bad_images: replace a truncated or corrupt file by the next good one and count it,
             instead of stopping with an error naming the file (:mod:`ddpm.data.bad_images`).
+        class_labels: class-conditional batches ``(x0, {"class_labels": y})``: ``path`` holds one
+            subfolder per class (``path/<class>/**/<image>``), classes numbered in sorted name order.
         Other arguments: see :class:`~ddpm.data.base.DiffusionDataModule`.
     """
 
@@ -109,6 +134,7 @@ class ImageFolderDataModule(DiffusionDataModule):
         random_flip: bool = True,
         seed: int = 0,
         val_batch_size: int | None = None,
+        class_labels: bool = False,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -118,6 +144,7 @@ class ImageFolderDataModule(DiffusionDataModule):
             random_flip=random_flip,
             seed=seed,
             val_batch_size=val_batch_size,
+            class_labels=class_labels,
         )
         if image_size < 1:
             raise ConfigError(f"data.image_size must be >= 1, got {image_size}")
@@ -130,9 +157,20 @@ class ImageFolderDataModule(DiffusionDataModule):
         self.split_seed = int(split_seed)
         self.skip_bad_images = bool(skip_bad_images)
 
+    has_classes = True
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (1 if self.grayscale else 3, self.image_size, self.image_size)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The class subfolders of ``path``, sorted: class i is ``class_names[i]``."""
+        return class_of_files(self.path, find_images(self.path))[0]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
 
     def prepare_data(self) -> None:
         find_images(self.path)  # fail early, in one line
@@ -141,6 +179,7 @@ class ImageFolderDataModule(DiffusionDataModule):
         if self.train_set is not None and self.val_set is not None:
             return
         files = find_images(self.path)
+        labels = class_of_files(self.path, files)[1] if self.class_labels else None
         train_idx, val_idx = split_indices(
             len(files), num_val_items(len(files), self.val_fraction), self.split_seed
         )
@@ -150,6 +189,7 @@ class ImageFolderDataModule(DiffusionDataModule):
                 self.image_size,
                 channels=self.image_shape[0],
                 bad_images=BadImagePolicy(self.skip_bad_images, what=f"image folder {self.path} ({split})"),
+                labels=None if labels is None else [labels[i] for i in indices],
             )
             setattr(self, f"{split}_set", dataset)
 
