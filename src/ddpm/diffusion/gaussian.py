@@ -19,9 +19,9 @@ from torch import Tensor, nn
 from ddpm.diffusion.schedules import make_betas
 from ddpm.errors import ConfigError
 
-MeanType = Literal["eps", "x0", "mu"]
+MeanType = Literal["eps", "x0", "mu", "v"]
 VarType = Literal["fixed_large", "fixed_small", "learned_range", "learned"]
-MEAN_TYPES: tuple[str, ...] = ("eps", "x0", "mu")
+MEAN_TYPES: tuple[str, ...] = ("eps", "x0", "mu", "v")
 VAR_TYPES: tuple[str, ...] = ("fixed_large", "fixed_small", "learned_range", "learned")
 # var_types whose network outputs a second half of channels for the variance
 LEARNED_VAR_TYPES: tuple[str, ...] = ("learned_range", "learned")
@@ -59,8 +59,9 @@ class GaussianDiffusion(nn.Module):
         schedule: beta schedule name (``linear`` as in the paper, ``cosine``, ``quadratic``).
         num_timesteps: T (1000 in the paper).
         beta_start, beta_end: endpoints of the linear/quadratic schedules (1e-4, 0.02 in the paper).
-        mean_type: what the network predicts: ``eps`` (the paper's choice, eq. 11), ``x0`` or the
-            posterior mean ``mu`` (the paper's Table 2 baseline).
+        mean_type: what the network predicts: ``eps`` (the paper's choice, eq. 11), ``x0``, the
+            posterior mean ``mu`` (the paper's Table 2 baseline) or the velocity
+            ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0`` (Salimans & Ho 2022, Sec. 4 and App. D).
         var_type: reverse variance: ``fixed_large`` (sigma_t^2 = beta_t, used for CIFAR-10),
             ``fixed_small`` (sigma_t^2 = posterior variance, used for LSUN), or ``learned_range``
             (improved DDPM's log-space interpolation; the network outputs 2x channels), or ``learned``
@@ -167,6 +168,27 @@ class GaussianDiffusion(nn.Module):
             self.sqrt_recipm1_alphas_cumprod, t, x_t
         )
 
+    def v_from_eps(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0, with x_0 from eps (Salimans & Ho 2022, Sec. 4)."""
+        return broadcast_at(self.sqrt_alphas_cumprod, t, x_t) * eps - broadcast_at(
+            self.sqrt_one_minus_alphas_cumprod, t, x_t
+        ) * self.x0_from_eps(x_t, t, eps)
+
+    def x0_from_v(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        """x_0 = sqrt(abar_t) x_t - sqrt(1 - abar_t) v: with alpha = sqrt(abar_t), sigma = sqrt(1 - abar_t),
+        (x_t, v) = (alpha x_0 + sigma eps, alpha eps - sigma x_0) is a rotation of (x_0, eps)."""
+        return (
+            broadcast_at(self.sqrt_alphas_cumprod, t, x_t) * x_t
+            - broadcast_at(self.sqrt_one_minus_alphas_cumprod, t, x_t) * v
+        )
+
+    def eps_from_v(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        """eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v (the same rotation as :meth:`x0_from_v`)."""
+        return (
+            broadcast_at(self.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t
+            + broadcast_at(self.sqrt_alphas_cumprod, t, x_t) * v
+        )
+
     def x0_from_mean(self, x_t: Tensor, t: Tensor, mean: Tensor) -> Tensor:
         """Invert the posterior mean (eq. 7) for x_0 given x_t."""
         coef1 = broadcast_at(self.posterior_mean_coef1, t, x_t)
@@ -223,35 +245,49 @@ class GaussianDiffusion(nn.Module):
     ) -> ReverseParams:
         """Turn the network output at (x_t, t) into p_theta(x_{t-1} | x_t).
 
-        For eps and x_0 prediction the predicted x_0 is optionally clipped to [-1, 1] and the mean is
+        For eps, x_0 and v prediction the predicted x_0 is optionally clipped to [-1, 1] and the mean is
         the posterior mean (eq. 7) given that x_0 (the official sampler); without clipping this equals
         eq. 11. For mu prediction the network's output is the mean as is and only the reported x_0
         (and eps) is clipped, as the official ``p_mean_variance`` (``diffusion_utils_2.py``) does.
         """
         mean_part, var_part = self.split_output(model_output)
         variance, log_variance = self.reverse_variance(t, x_t, var_part)
-        if self.mean_type == "eps":
-            pred_x0 = self.x0_from_eps(x_t, t, mean_part)
-        elif self.mean_type == "x0":
-            pred_x0 = mean_part
-        else:
-            pred_x0 = self.x0_from_mean(x_t, t, mean_part)
+        pred_x0 = self.x0_from_prediction(x_t, t, mean_part)
         if clip_denoised:
             pred_x0 = pred_x0.clamp(-1.0, 1.0)
         if self.mean_type == "mu":
             mean = mean_part
         else:
             mean, _, _ = self.q_posterior(pred_x0, x_t, t)
-        pred_eps = mean_part if self.mean_type == "eps" and not clip_denoised else None
-        if pred_eps is None:
+        if clip_denoised or self.mean_type in ("x0", "mu"):
             pred_eps = self.eps_from_x0(x_t, t, pred_x0)
+        elif self.mean_type == "eps":
+            pred_eps = mean_part
+        else:
+            pred_eps = self.eps_from_v(x_t, t, mean_part)
         return ReverseParams(mean, variance, log_variance, pred_x0, pred_eps)
 
+    def x0_from_prediction(self, x_t: Tensor, t: Tensor, mean_part: Tensor) -> Tensor:
+        """The x_0 implied by the mean half of a network output for this ``mean_type`` (unclipped)."""
+        if self.mean_type == "eps":
+            return self.x0_from_eps(x_t, t, mean_part)
+        if self.mean_type == "x0":
+            return mean_part
+        if self.mean_type == "v":
+            return self.x0_from_v(x_t, t, mean_part)
+        return self.x0_from_mean(x_t, t, mean_part)
+
     def training_target(self, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        """The regression target of the network's mean part for this ``mean_type``."""
+        """The regression target of the network's mean part for this ``mean_type``: eps, x_0, the
+        posterior mean (eq. 7) or v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0."""
         if self.mean_type == "eps":
             return noise
         if self.mean_type == "x0":
             return x0
+        if self.mean_type == "v":
+            return (
+                broadcast_at(self.sqrt_alphas_cumprod, t, x0) * noise
+                - broadcast_at(self.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+            )
         mean, _, _ = self.q_posterior(x0, x_t, t)
         return mean
