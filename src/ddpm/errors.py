@@ -23,3 +23,7 @@ class CheckpointError(DDPMError, RuntimeError):
 
 class RunDirectoryExistsError(DDPMError, FileExistsError):
     """A run would overwrite the outputs of an earlier run."""
+
+
+class DivergenceError(DDPMError, FloatingPointError):
+    """Training produced a non-finite loss or gradient norm; the run stopped before saving bad weights."""

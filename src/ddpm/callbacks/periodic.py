@@ -7,12 +7,19 @@ from typing import Any
 import lightning as L
 import torch
 
+from ddpm.callbacks.preemption import PreemptionCheckpoint
 from ddpm.sampling.loop import eval_mode
+
+
+def preempted(trainer: L.Trainer) -> bool:
+    """True when training stopped for a preemption checkpoint: the run is not at its end."""
+    return any(isinstance(cb, PreemptionCheckpoint) and cb.checkpoint_path for cb in trainer.callbacks)
 
 
 class PeriodicEMACallback(L.Callback):
     """Calls :meth:`run` every ``every_n_steps`` optimizer steps (0: never) and, with ``at_end``, once at
-    the end of training, never twice for the same step, with the EMA network in eval mode meanwhile.
+    the end of training (not when a preemption stopped it), never twice for the same step, with the EMA
+    network in eval mode meanwhile.
 
     ``run(trainer, pl_module, final)`` does the work; ``final`` is True for the end-of-training call,
     whose metrics go straight to the loggers (``self.log`` is not allowed in ``on_train_end``).
@@ -29,7 +36,7 @@ class PeriodicEMACallback(L.Callback):
             self._trigger(trainer, pl_module, final=False)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.at_end and trainer.global_step != self._last_step:
+        if self.at_end and trainer.global_step != self._last_step and not preempted(trainer):
             self._trigger(trainer, pl_module, final=True)
 
     @torch.no_grad()

@@ -3,39 +3,40 @@
 ddpm-train experiment=quickstart              # CPU, embedded digits, a few minutes
 ddpm-train experiment=ddpm_cifar10            # the paper's CIFAR-10 recipe (GPU)
 ddpm-train experiment=ddpm_cifar10 trainer=ddp trainer.devices=8
-ddpm-train ... ckpt_path=/path/to/last.ckpt   # resume (into a new run directory)
+ddpm-train ... ckpt_path=/path/to/last.ckpt   # start from another run's checkpoint (weights, optimizer, step)
 ddpm-train ... init_from=/models/ddpm-cifar10-32  # fine-tune from weights (any load_model source)
+ddpm-train ... hydra.run.dir=logs/my_run      # launched again (crash, requeue): continues it
+
+A job's run directory is stable (runs/slurm-<job id> inside SLURM, or a fixed hydra.run.dir): launched
+again, the same command continues the newest complete checkpoint there (resume=auto) and logs into the
+same W&B run. In a Hydra multirun a diverged job returns NaN as its optimized metric, so sweepers (Optuna)
+record a failed trial and go on.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.callbacks.run_config import RunConfigCallback
 from ddpm.cli.task_wrapper import run_task
-from ddpm.errors import ConfigError, RunDirectoryExistsError
+from ddpm.errors import ConfigError, DivergenceError
 from ddpm.io.checkpoint_file import read_lightning_checkpoint
+from ddpm.lightning.resume import resume_checkpoint
 from ddpm.utils.config import config_dir, instantiate_dict
+from ddpm.utils.wandb_run import attach_kept_run_id
 from ddpm.weights.transfer import init_from_weights
 
 log = logging.getLogger("ddpm.train")
-
-
-def check_run_directory(output_dir: Path) -> None:
-    """Refuse to write into a run directory that already holds checkpoints of another run."""
-    ckpt_dir = output_dir / "checkpoints"
-    if ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
-        raise RunDirectoryExistsError(
-            f"run directory {output_dir} already holds checkpoints; refusing to overwrite them: "
-            "pick a new hydra.run.dir (resume with ckpt_path=... into a fresh directory)"
-        )
 
 
 def check_shapes(net: torch.nn.Module, image_shape: tuple[int, int, int], out_factor: int) -> None:
@@ -73,6 +74,49 @@ def apply_global_batch_size(datamodule: Any, global_batch_size: int | None, worl
     datamodule.batch_size = global_batch_size // world_size
 
 
+def starting_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
+    """The checkpoint to start from: the run directory's own newest one (resume=auto), else ``ckpt_path``
+    (checked to read back completely, so a bad file fails in one line before anything is built)."""
+    if cfg.get("init_from") and cfg.get("ckpt_path"):
+        raise ConfigError(
+            "init_from and ckpt_path exclude each other: ckpt_path resumes a run (weights, optimizer, step), "
+            "init_from starts a new one from weights only; pass one of them"
+        )
+    ckpt_path = resume_checkpoint(cfg, output_dir)
+    if ckpt_path is not None and ckpt_path == cfg.get("ckpt_path"):
+        read_lightning_checkpoint(ckpt_path, mmap=True)
+    return ckpt_path
+
+
+def training_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """The configured callbacks, without the progress bar when ``trainer.enable_progress_bar=false``
+    (Lightning refuses a progress-bar callback then)."""
+    callbacks = instantiate_dict(cfg.get("callbacks"))
+    if cfg.trainer.get("enable_progress_bar", True):
+        return callbacks
+    return [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
+
+
+def in_multirun() -> bool:
+    """True inside a job of a Hydra multirun (a sweep)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def train_job(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """:func:`train`; in a multirun a diverged job reports NaN as its optimized metric instead of ending
+    the sweep (Optuna records a NaN trial as failed and goes on)."""
+    try:
+        return train(cfg)
+    except DivergenceError as exc:
+        if not in_multirun():
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return {str(cfg.get("optimized_metric") or "diverged"): math.nan}, {}
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Instantiate everything from ``cfg`` and fit.
 
@@ -83,22 +127,17 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     L.seed_everything(cfg.seed, workers=True)
 
     output_dir = Path(cfg.paths.output_dir)
-    if cfg.get("init_from") and cfg.get("ckpt_path"):
-        raise ConfigError(
-            "init_from and ckpt_path exclude each other: ckpt_path resumes a run (weights, optimizer, step), "
-            "init_from starts a new one from weights only; pass one of them"
-        )
-    if cfg.get("ckpt_path"):
-        read_lightning_checkpoint(cfg.ckpt_path, mmap=True)  # fail early, in one line, on a bad file
-    check_run_directory(output_dir)
+    ckpt_path = starting_checkpoint(cfg, output_dir)
+    continuing = ckpt_path is not None and ckpt_path != cfg.get("ckpt_path")
 
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     module = hydra.utils.instantiate(cfg.module)
     check_shapes(module.net, tuple(datamodule.image_shape), module.diffusion.output_channels_factor)
-    if cfg.get("init_from"):  # fine-tuning: weights only, fresh optimizer and step 0
+    if cfg.get("init_from") and not continuing:  # fine-tuning: weights only, fresh optimizer and step 0
         init_from_weights(module, cfg.init_from, cfg.get("init_pretrained"))
     run_config = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = [*instantiate_dict(cfg.get("callbacks")), RunConfigCallback(run_config)]
+    callbacks = [*training_callbacks(cfg), RunConfigCallback(run_config)]
+    attach_kept_run_id(cfg.get("logger"), output_dir)
     loggers = instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     apply_global_batch_size(datamodule, cfg.get("global_batch_size"), trainer.world_size)
@@ -106,7 +145,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         lg.log_hyperparams(run_config)
 
     log.info("Run directory: %s", output_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.global_rank == 0:
         log.info("Finished: %s", {k: round(v, 5) for k, v in metrics.items()})
@@ -115,7 +154,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics, _ = run_task(train, cfg)
+    metrics, _ = run_task(train_job, cfg)
     return metrics.get(cfg.get("optimized_metric") or "", None)
 
 

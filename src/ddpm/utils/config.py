@@ -8,10 +8,17 @@ points, the tests' compose helpers) imports it first:
   ``out_channels: ${ddpm_out_channels:${.in_channels},${oc.select:diffusion.var_type,fixed_large}}``
   (fixed_large, the paper's CIFAR-10 choice, when a model config is loaded alone). Checkpoints store
   the resolved number.
+- ``ddpm_run_id``: the name of a run directory: ``slurm-<job id>`` inside a SLURM job (the same for every
+  rank of the job and for every requeue of it, so a requeued job finds its checkpoints), else the given
+  default (a timestamp).
+- ``ddpm_wandb_name``: the W&B name of a job: its task name and its override set (``a=1,b=2``).
+- ``ddpm_wandb_group``: the W&B group of a job: its task name, plus the sweep directory's name in a
+  Hydra multirun, so the jobs of one sweep are grouped together.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +34,37 @@ def out_channels_for(in_channels: int, var_type: str) -> int:
     return int(in_channels) * output_channels_factor(var_type)
 
 
+def slurm_run_id(default: str) -> str:
+    """``slurm-<job id>`` (``slurm-<array job>_<task>`` for array jobs) inside SLURM, else ``default``."""
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and task:
+        return f"slurm-{array_job}_{task}"
+    job = os.environ.get("SLURM_JOB_ID")
+    return f"slurm-{job}" if job else str(default)
+
+
+def wandb_group(task_name: str) -> str:
+    """``task_name`` for a single run; ``task_name/<sweep directory name>`` for the jobs of a multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return str(task_name)
+    return f"{task_name}/{Path(str(HydraConfig.get().sweep.dir)).name}"
+
+
+def wandb_name(task_name: str) -> str:
+    """``task_name`` followed by the job's overrides (Hydra's ``override_dirname``), if any."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = HydraConfig.get().job.override_dirname if HydraConfig.initialized() else ""
+    return f"{task_name}[{overrides}]" if overrides else str(task_name)
+
+
 OmegaConf.register_new_resolver("ddpm_out_channels", out_channels_for, replace=True)
+OmegaConf.register_new_resolver("ddpm_run_id", slurm_run_id, replace=True)
+OmegaConf.register_new_resolver("ddpm_wandb_group", wandb_group, replace=True)
+OmegaConf.register_new_resolver("ddpm_wandb_name", wandb_name, replace=True)
 
 
 def config_dir() -> Path:

@@ -1,0 +1,91 @@
+"""The divergence guard: a run whose loss or gradient norm stops being finite ends at once, before any
+checkpoint with non-finite weights is written, so its last good checkpoint is never rotated away."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from ddpm.errors import DivergenceError
+from ddpm.lightning.resume import newest_checkpoint
+
+
+def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` holding a NaN or an infinity."""
+    return [
+        name
+        for name, value in state_dict.items()
+        if isinstance(value, Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+
+
+class DivergenceGuard(L.Callback):
+    """Stops training with :class:`~ddpm.errors.DivergenceError` (one line: which quantity, which step, the
+    last good checkpoint; exit code 2) when the training loss or the global gradient norm is not finite.
+
+    The per-step flags stay on the device and are read every ``check_every_n_steps`` optimizer steps (one
+    host sync per check, agreed over the DDP ranks) and before every checkpoint is written; a checkpoint
+    whose weights are not all finite is refused, so ModelCheckpoint's ``save_top_k`` can never replace a
+    good checkpoint by a bad one.
+
+    Lightning's ``EarlyStopping(check_finite=True)`` only looks at a monitored metric when it validates
+    (thousands of steps later, after checkpoints of NaN weights were saved) and ``SpikeDetection`` syncs
+    every step and guards no checkpoint, hence this callback. Under ``16-mixed`` precision non-finite
+    gradients are the GradScaler's business (it skips those steps), so only the loss is watched there.
+    """
+
+    def __init__(self, check_every_n_steps: int = 5) -> None:
+        if check_every_n_steps < 1:
+            raise ValueError(f"check_every_n_steps must be >= 1, got {check_every_n_steps}")
+        self.check_every_n_steps = int(check_every_n_steps)
+        self._flags: list[tuple[int, str, Tensor]] = []  # (step, quantity, "is not finite" on the device)
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if str(trainer.precision).startswith("16"):
+            return
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.nn.utils.get_total_norm(grads)
+            self._flags.append((trainer.global_step + 1, "gradient norm", ~torch.isfinite(norm)))
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, Tensor):
+            self._flags.append((trainer.global_step, "train/loss", ~torch.isfinite(loss.detach())))
+        if trainer.global_step % self.check_every_n_steps == 0:
+            self.check(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self.check(trainer)
+        bad = non_finite_tensors(checkpoint.get("state_dict", {}))
+        if bad:
+            self._stop(trainer, f"the weights {bad[0]} are not finite at step {trainer.global_step}")
+
+    def check(self, trainer: L.Trainer) -> None:
+        """Raise if any flag since the last check is set (on any rank); every rank must call this."""
+        flags, self._flags = self._flags, []
+        local = bool(torch.stack([flag for _, _, flag in flags]).any()) if flags else False
+        if not trainer.strategy.reduce_boolean_decision(local, all=False):
+            return
+        first = next(((step, what) for step, what, flag in flags if bool(flag)), None)
+        where = f"{first[1]} is not finite at step {first[0]}" if first else "another rank diverged"
+        self._stop(trainer, where)
+
+    @staticmethod
+    def _stop(trainer: L.Trainer, where: str) -> None:
+        found = newest_checkpoint(trainer.default_root_dir) if trainer.default_root_dir else None
+        last = f"{found[0]} (step {found[1].get('global_step')})" if found else "none was written yet"
+        raise DivergenceError(
+            f"training diverged: {where}; no checkpoint of it was written; the last good checkpoint is "
+            f"{last}: lower module.optimizer.lr or clip gradients (trainer.gradient_clip_val=1.0)"
+        )
+
+
+__all__ = ["DivergenceGuard", "non_finite_tensors"]

@@ -1,0 +1,61 @@
+"""One training progress bar over the whole run: optimizer steps / max_steps, steps/s, ETA, metrics."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+
+class RunProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar, counting optimizer steps of the whole run instead of batches per epoch.
+
+    Lightning's default bar restarts at every epoch and shows ``Epoch 9/-2`` for step-based runs; this one
+    runs from the resumed step to ``max_steps`` with the rate and ETA of the run (resumed runs measure
+    their rate from where they started). The logged metrics are read only when the bar refreshes (every
+    ``refresh_rate`` steps): reading them copies them to the host, which waits for the device.
+    """
+
+    def __init__(self, refresh_rate: int = 10, process_position: int = 0) -> None:
+        super().__init__(refresh_rate=refresh_rate, process_position=process_position)
+
+    @staticmethod
+    def total_steps(trainer: L.Trainer) -> float:
+        """``max_steps``, or Lightning's estimate of the run's optimizer steps when only epochs bound it."""
+        if trainer.max_steps and trainer.max_steps > 0:
+            return float(trainer.max_steps)
+        estimate = trainer.estimated_stepping_batches
+        return float(estimate) if math.isfinite(estimate) else math.inf
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        bar = self.train_progress_bar
+        total = self.total_steps(trainer)
+        bar.reset(total=None if math.isinf(total) else int(total))
+        bar.unit = "step"
+        bar.initial = bar.n = trainer.global_step
+        bar.set_description("train")
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
+        """One bar for the whole run: nothing to reset between epochs."""
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        bar = self.train_progress_bar
+        step = trainer.global_step
+        if bar is None or not self.is_enabled or bar.n == step:
+            return  # disabled, or a micro-batch inside a gradient-accumulation window
+        total = bar.total or 0
+        if step % self.refresh_rate == 0 or step >= total:
+            bar.n = step
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+            bar.refresh()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Metrics are shown at the refreshes; nothing to close between epochs."""
+
+
+__all__ = ["RunProgressBar"]
