@@ -1,6 +1,7 @@
 """Training losses, one small class each, called as ``loss(model, diffusion, x0, generator, cond=None)``.
 
-- :class:`SimpleLoss`: L_simple (eq. 14), the paper's choice; MSE on x0 or mu for the other targets.
+- :class:`SimpleLoss`: L_simple (eq. 14), the paper's choice; MSE on x0, mu or v for the other targets;
+  optionally min-SNR-gamma weighted (:func:`min_snr_weight`).
 - :class:`VLBLoss`: the true variational bound L (eq. 5) with the discretised decoder (Table 2 "L").
 - :class:`HybridLoss`: improved DDPM's L_simple + 0.001 L_vlb with a stop-gradient on the mean.
 
@@ -36,13 +37,67 @@ def noised_prediction(
     return noise, x_t, model(x_t, t, **(cond or {})).float()
 
 
+LOSS_WEIGHTINGS: tuple[str, ...] = ("none", "min_snr")
+
+
+def snr(diffusion: GaussianDiffusion, t: Tensor) -> Tensor:
+    """SNR(t) = abar_t / (1 - abar_t) (float64, shape [B]); lambda_t = 0.5 log SNR(t)."""
+    abar = diffusion.alphas_cumprod.to(t.device)[t]
+    return abar / (1.0 - abar)
+
+
+def min_snr_weight(diffusion: GaussianDiffusion, t: Tensor, gamma: float) -> Tensor:
+    """Min-SNR-gamma weight (Hang et al. 2023) of the MSE on ``diffusion.mean_type``'s target, float64 [B].
+
+    Min-SNR-gamma weights the x_0 error by min(SNR(t), gamma). Given x_t = alpha x_0 + sigma eps
+    (alpha^2 = abar_t, sigma^2 = 1 - abar_t, SNR = alpha^2 / sigma^2), a prediction's errors in the three
+    parameterisations are tied: eps_hat - eps = -(alpha / sigma)(x0_hat - x_0) and, with
+    v = alpha eps - sigma x_0, v_hat - v = -(alpha^2 / sigma + sigma)(x0_hat - x_0) = -(x0_hat - x_0) / sigma.
+    Hence ||eps err||^2 = SNR ||x_0 err||^2 and ||v err||^2 = ||x_0 err||^2 / (1 - abar_t) =
+    (SNR + 1) ||x_0 err||^2, and the same objective min(SNR, gamma) ||x_0 err||^2 reads
+
+        x0: min(SNR, gamma),    eps: min(SNR, gamma) / SNR,    v: min(SNR, gamma) / (SNR + 1).
+
+    (Implementations that use min(SNR, gamma) / SNR for v weight the x_0 error by
+    min(SNR, gamma) (SNR + 1) / SNR instead.) mu-prediction has no such weighting: a ConfigError.
+    """
+    ratio = snr(diffusion, t)
+    clipped = ratio.clamp(max=float(gamma))
+    if diffusion.mean_type == "x0":
+        return clipped
+    if diffusion.mean_type == "eps":
+        return clipped / ratio
+    if diffusion.mean_type == "v":
+        return clipped / (ratio + 1.0)
+    raise ConfigError(
+        f"min-SNR weighting is defined for mean_type eps, x0 or v, not {diffusion.mean_type!r}: "
+        "use one of those or loss.weighting=none"
+    )
+
+
 class SimpleLoss(nn.Module):
     """L_simple (eq. 14): || target - f_theta(x_t, t) ||^2 averaged over pixels, t ~ Uniform.
 
-    The target is eps for the paper's eps-prediction, and x0 or the posterior mean for the other
-    parameterisations (the paper's Table 2 "MSE" rows). For a learned-variance network only the
-    mean half of the output is regressed. Returns the per-example loss, shape [B].
+    The target is eps for the paper's eps-prediction, and x0, the posterior mean or v for the other
+    parameterisations (the paper's Table 2 "MSE" rows; Salimans & Ho 2022). For a learned-variance
+    network only the mean half of the output is regressed. Returns the per-example loss, shape [B].
+
+    Args:
+        weighting: ``none`` (L_simple, the default) or ``min_snr``: each example's MSE times
+            :func:`min_snr_weight` (Hang et al. 2023), for eps, x0 and v targets.
+        gamma: the min-SNR clip (5 in Hang et al.).
     """
+
+    def __init__(self, weighting: str = "none", gamma: float = 5.0) -> None:
+        super().__init__()
+        if weighting not in LOSS_WEIGHTINGS:
+            raise ConfigError(
+                f"unknown loss weighting {weighting!r}: choose one of {', '.join(LOSS_WEIGHTINGS)}"
+            )
+        if not float(gamma) > 0:
+            raise ConfigError(f"min-SNR gamma={gamma} must be > 0 (Hang et al. use 5)")
+        self.weighting = weighting
+        self.gamma = float(gamma)
 
     def forward(
         self,
@@ -57,7 +112,13 @@ class SimpleLoss(nn.Module):
         noise, x_t, output = noised_prediction(model, diffusion, x0, t, generator=generator, cond=cond)
         mean_part, _ = diffusion.split_output(output)
         target = diffusion.training_target(x0, x_t, t, noise)
-        return mean_flat((target - mean_part) ** 2)
+        mse = mean_flat((target - mean_part) ** 2)
+        if self.weighting == "none":
+            return mse
+        return mse * min_snr_weight(diffusion, t, self.gamma).to(mse.dtype)
+
+    def extra_repr(self) -> str:
+        return f"weighting={self.weighting}, gamma={self.gamma}" if self.weighting != "none" else ""
 
 
 # ---------------------------------------------------------------------- variational bound losses
