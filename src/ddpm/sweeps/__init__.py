@@ -1,0 +1,1 @@
+"""Hyper-parameter sweeps: Hydra's Optuna sweeper made resumable (``hparams_search=optuna``)."""
