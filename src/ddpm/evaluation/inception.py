@@ -20,8 +20,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import redirect_stdout
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from torch import Tensor, nn
 from ddpm.errors import DDPMError
 from ddpm.io.checkpoint_file import read_checkpoint
 from ddpm.utils.images import to_uint8
+from ddpm.utils.precision import strict_fp32
 
 log = logging.getLogger(__name__)
 
@@ -150,26 +150,6 @@ def _build_extractor(weights_path: Path | None) -> nn.Module:
     if state_dict is not None:
         net.load_state_dict(state_dict)
     return net.eval()
-
-
-@contextmanager
-def strict_fp32() -> Iterator[None]:
-    """Full-precision fp32 matmuls and convolutions in the block, whatever the global TF32 setting.
-
-    FID is sensitive to small feature changes, and TF32 (allowed for cuDNN convolutions by default on
-    Ampere+ GPUs, and for matmuls under ``float32_matmul_precision=high``) changes them: the Inception
-    always runs in strict fp32, while the U-Net may use TF32. On the CPU this changes nothing.
-    """
-    matmul_precision = torch.get_float32_matmul_precision()
-    cuda_matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.set_float32_matmul_precision("highest")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
-            yield
-    finally:
-        torch.set_float32_matmul_precision(matmul_precision)
-        torch.backends.cuda.matmul.allow_tf32 = cuda_matmul_tf32
 
 
 def as_uint8_rgb(images: Tensor) -> Tensor:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ddpm.diffusion.denoiser import Batch, Cond, split_batch
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.diffusion.losses import SimpleLoss
+from ddpm.errors import ConfigError
+from ddpm.lightning.ema import EMA
 from ddpm.utils.rng import derive_seed, make_generator
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -21,6 +23,27 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 def warmup_factor(step: int, warmup_steps: int) -> float:
     """The official LR schedule: lr * min(step / warmup_steps, 1) (linear warm-up, then constant)."""
     return 1.0 if warmup_steps <= 0 else min(step / warmup_steps, 1.0)
+
+
+def resolve_fused(factory: OptimizerFactory, device: torch.device, grad_scaler: bool) -> OptimizerFactory:
+    """``fused=None`` in a partial optimizer config is auto: fused on CUDA, torch's default elsewhere.
+
+    torch's default is foreach on CUDA and the per-tensor loop on the CPU (numbers unchanged there).
+    The fused step unscales fp16 gradients itself, after our clipping, so with a gradient scaler
+    (``16-mixed``) auto means not fused and an explicit ``fused=true`` is refused.
+    """
+    keywords = getattr(factory, "keywords", None)
+    if not isinstance(factory, functools.partial) or not keywords or "fused" not in keywords:
+        return factory
+    fused = keywords["fused"]
+    if fused and grad_scaler:
+        raise ConfigError(
+            "module.optimizer.fused=true cannot be used with trainer.precision=16-mixed (the fused step "
+            "unscales after gradient clipping): use bf16-mixed, or module.optimizer.fused=null"
+        )
+    if fused is None:
+        fused = device.type == "cuda" and not grad_scaler
+    return functools.partial(factory, fused=fused or None)
 
 
 class DDPMLitModule(L.LightningModule):
@@ -39,13 +62,21 @@ class DDPMLitModule(L.LightningModule):
             (seed, s, micro-batch, r), so a resumed run repeats an uninterrupted one exactly.
         channels_last: keep the network and its inputs in channels-last memory format (faster
             convolutions with cuDNN on tensor-core GPUs, especially under bf16-mixed).
+        compile: ``torch.compile`` the network's forward (``nn.Module.compile``: compiled in place,
+            so the state-dict keys and checkpoints are those of an eager run). The EMA copy, the
+            loss, the optimizer and Lightning's loop stay eager.
+
+    Nothing in a training step waits for the device: the loss and gradient norm are logged as
+    tensors (not in the progress bar, which would call ``.item()`` every step: a progress-bar
+    callback reads them at its own refresh interval), and the EMA update is sync-free
+    (:class:`~ddpm.lightning.ema.EMA`).
 
     The EMA is torch's :class:`~torch.optim.swa_utils.AveragedModel` with the fused multi-tensor EMA
-    update. Lightning's ``WeightAveraging`` callback would also do, but it averages a deep copy of the
-    whole LightningModule, swaps the averaged weights into the live model for validation and stores them
-    as the checkpoint's ``state_dict``; an explicit ``ema`` submodule keeps the raw and the averaged
-    U-Net side by side (``net.*`` and ``ema.module.*`` in every checkpoint) so sampling code never has to
-    know which weights are live.
+    update (:class:`~ddpm.lightning.ema.EMA`). Lightning's ``WeightAveraging`` callback would also do,
+    but it averages a deep copy of the whole LightningModule, swaps the averaged weights into the live
+    model for validation and stores them as the checkpoint's ``state_dict``; an explicit ``ema``
+    submodule keeps the raw and the averaged U-Net side by side (``net.*`` and ``ema.module.*`` in
+    every checkpoint) so sampling code never has to know which weights are live.
     """
 
     def __init__(
@@ -58,6 +89,7 @@ class DDPMLitModule(L.LightningModule):
         ema_decay: float = 0.9999,
         seed: int = 0,
         channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["net", "diffusion", "loss", "optimizer"])
@@ -67,8 +99,10 @@ class DDPMLitModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         net.to(memory_format=self.memory_format)
-        self.ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+        self.ema = EMA(net, ema_decay)
         self.ema.requires_grad_(False)
+        if compile:
+            net.compile()  # after the EMA's deep copy: the EMA network stays eager
 
     # ------------------------------------------------------------------ models
     @property
@@ -104,7 +138,7 @@ class DDPMLitModule(L.LightningModule):
         torch.manual_seed(derive_seed(self.hparams.seed, "dropout", step, micro, self.global_rank))
         x0, cond = split_batch(batch)
         loss = self._loss(self.net, x0, cond, generator)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train/loss", loss, on_step=True, on_epoch=False)
         return loss
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -138,7 +172,9 @@ class DDPMLitModule(L.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:
         factory = self.optimizer_factory or (lambda params: torch.optim.Adam(params, lr=2e-4))
-        optimizer = factory(params=self.net.parameters())
+        plugin = self.trainer.precision_plugin if self._trainer is not None else None
+        scaler = getattr(plugin, "scaler", None) is not None
+        optimizer = resolve_fused(factory, self.device, scaler)(params=self.net.parameters())
         warmup = int(self.hparams.warmup_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_factor(step, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
