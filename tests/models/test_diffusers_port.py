@@ -147,7 +147,8 @@ def test_hub_config_of_released_cifar10_model() -> None:
             "Cross",
         ),
         ({"block_out_channels": [128, 192, 256, 256]}, "multiples of block_out_channels"),
-        ({"num_class_embeds": 10}, "num_class_embeds=10"),
+        ({"class_embed_type": "timestep"}, "class_embed_type='timestep'"),
+        ({"num_class_embeds": 1}, "num_class_embeds=1"),
     ],
 )
 def test_unsupported_config_is_named(change: dict, pattern: str) -> None:

@@ -6,6 +6,7 @@
     ddpm-eval ... metrics.nll.enabled=true                 # + bits/dim on the test set
     ddpm-eval ... metrics.kid=true metrics.precision_recall=true   # + KID, precision/recall (same pass)
     ddpm-eval ... num_draws=3          # seeds 0.., 50000.., 100000..: mean +- std over 3 draws
+    ddpm-eval checkpoint=<class-conditional run> guidance_scale=1   # labels i % num_classes, guided
     ddpm-eval ... hydra.run.dir=<dir of an interrupted run>                           # resume
     torchrun --nproc_per_node=8 -m ddpm.cli.ddpm_eval ... hydra.run.dir=<dir>                  # 8 GPUs
     ddpm-eval mode=check_inception data=cifar10    # real-data IS / train-vs-test FID: 11.24 / 3.15?
@@ -17,6 +18,12 @@ protocol only, so a resumed run writes the same file), ``run_info.json`` (timing
 (their float32 Inception features and logits: the Inception pass resumes too). Draws after the first
 are in ``draws/seed<seed>/``; the report then holds each metric's mean (``metrics``), its std over the
 draws (``metrics_std``, ddof=1) and every draw's metrics (``draws``).
+
+Class-conditional models (``model.num_classes > 0``) follow the class-conditional protocol: sample i
+of each draw asks for class ``i % num_classes`` (``labels=auto``, i.e. balanced; ``labels=null`` draws
+unconditional samples from the null class), with classifier-free guidance at ``guidance_scale``
+(null: none); ``report.json``'s ``protocol.class_conditional`` records both. The reference statistics are
+those of the dataset's images, as for an unconditional model.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from ddpm.evaluation.reference_stats import describe_datamodule, split_dataset
 from ddpm.evaluation.report import spread, summary_lines
 from ddpm.io.atomic import atomic_write_json
 from ddpm.io.shards import ShardStore
+from ddpm.sampling.guidance import labels_for, with_guidance
 from ddpm.utils.config import config_dir
 from ddpm.utils.device import resolve_device
 from ddpm.weights import get_preset, load_model
@@ -84,12 +92,20 @@ def eval_settings(cfg: DictConfig) -> EvalSettings:
     )
 
 
+def _images_only(data: Any) -> DictConfig:
+    """A data config that yields plain images (the references and the NLL need no class labels)."""
+    data = OmegaConf.create(OmegaConf.to_container(data, resolve=True) if OmegaConf.is_config(data) else data)
+    if data.get("class_labels"):
+        data.class_labels = False
+    return data
+
+
 def build_datamodule(cfg: DictConfig, loaded: LoadedModel | None) -> Any:
     """The data config given on the command line, else the one stored in our checkpoint."""
     if cfg.get("data") is not None:
-        return hydra.utils.instantiate(cfg.data)
+        return hydra.utils.instantiate(_images_only(cfg.data))
     if loaded is not None and loaded.config and loaded.config.get("data"):
-        return hydra.utils.instantiate(OmegaConf.create(loaded.config["data"]))
+        return hydra.utils.instantiate(_images_only(loaded.config["data"]))
     preset = get_preset(cfg.get("pretrained"))
     hint = (
         f"data={preset.data}"
@@ -116,9 +132,14 @@ def prepare(cfg: DictConfig, settings: EvalSettings, device: torch.device) -> Ev
     for split in dict.fromkeys(needed + ([settings.nll.split] if settings.nll else [])):
         split_dataset(datamodule, split)  # a missing dataset is reported now (and downloaded once)
     diffusion = loaded.diffusion.to(device)
-    sampler = hydra.utils.instantiate(cfg.sampler)(diffusion)
+    scale = cfg.get("guidance_scale")
+    sampler = with_guidance(hydra.utils.instantiate(cfg.sampler)(diffusion), scale)
     net = loaded.net.to(device).eval()
-    return EvalJob(loaded, net, diffusion, sampler, datamodule=datamodule, device=device)
+    num_classes = int(getattr(net, "num_classes", 0))
+    spec = cfg.get("labels")
+    spec = ("balanced" if num_classes else None) if spec == "auto" else spec
+    labels = labels_for(spec, settings.generation.num_samples, num_classes, scale)
+    return EvalJob(loaded, net, diffusion, sampler, datamodule=datamodule, device=device, labels=labels)
 
 
 def run_checks(cfg: DictConfig, device: torch.device, out_dir: Path) -> dict[str, Any]:

@@ -4,10 +4,13 @@
     ddpm-sample ckpt_path=... sampler=dpm_solver_pp_2m sampler.steps=20
     ddpm-sample ckpt_path=... sampler=ancestral num_samples=50000 save_npz=true save_png=false
     ddpm-sample ckpt_path=... sampler=ddim sampler.eta=1.0 sampler.spacing=quadratic
+    ddpm-sample ckpt_path=<conditional run> labels=balanced guidance_scale=3   # classifier-free guidance
 
 Writes ``samples.png`` (a grid of the first ``png_max_images``) and/or ``samples.npz`` (uint8
-[N, H, W, C] under ``arr_0``, and ``seeds``) into the run directory. Image i is generated from seed
-``seed + i``, so any subset can be regenerated alone.
+[N, H, W, C] under ``arr_0``, ``seeds`` and, for a class-conditional model, ``labels``) into the run
+directory. Image i is generated from seed ``seed + i`` (and its label), so any subset can be regenerated
+alone. ``labels`` (a class index, a list, or ``balanced`` = ``i % num_classes``) asks a class-conditional
+model for classes; ``guidance_scale=w`` samples with classifier-free guidance (:mod:`ddpm.sampling.guidance`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ddpm.errors import ConfigError
 from ddpm.io.atomic import atomic_write
 from ddpm.models.shape import image_shape_of
 from ddpm.sampling import iter_samples
+from ddpm.sampling.guidance import LABELS_KEY, labels_for, with_guidance
 from ddpm.utils.config import config_dir
 from ddpm.utils.device import resolve_device
 from ddpm.utils.images import save_image_grid, to_uint8
@@ -41,8 +45,10 @@ def _check(cfg: DictConfig) -> None:
         raise ConfigError("nothing to write: set save_png=true and/or save_npz=true")
 
 
-def _write(cfg: DictConfig, images: torch.Tensor, seeds: list[int], output_dir: Path) -> dict[str, Any]:
-    result: dict[str, Any] = {"images": images, "seeds": seeds}
+def _write(
+    cfg: DictConfig, images: torch.Tensor, seeds: list[int], output_dir: Path, labels: torch.Tensor | None
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"images": images, "seeds": seeds, "labels": labels}
     if cfg.save_png:
         result["png"] = save_image_grid(
             images[: int(cfg.png_max_images)], output_dir / "samples.png", cfg.nrow
@@ -50,10 +56,10 @@ def _write(cfg: DictConfig, images: torch.Tensor, seeds: list[int], output_dir: 
         log.info("Wrote %s", result["png"])
     if cfg.save_npz:
         array = to_uint8(images).permute(0, 2, 3, 1).numpy()
-        seeds_array = np.asarray(seeds, dtype=np.int64)
-        result["npz"] = atomic_write(
-            output_dir / "samples.npz", lambda f: np.savez(f, arr_0=array, seeds=seeds_array)
-        )
+        arrays = {"arr_0": array, "seeds": np.asarray(seeds, dtype=np.int64)}
+        if labels is not None:
+            arrays["labels"] = labels.numpy()
+        result["npz"] = atomic_write(output_dir / "samples.npz", lambda f: np.savez(f, **arrays))
         log.info("Wrote %s (%s uint8)", result["npz"], "x".join(map(str, array.shape)))
     return result
 
@@ -64,7 +70,9 @@ def generate_images(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.get("device"))
     loaded = load_model(cfg.ckpt_path, cfg.get("pretrained"), use_ema=cfg.use_ema)
     net = loaded.net.to(device)
-    sampler = hydra.utils.instantiate(cfg.sampler)(loaded.diffusion.to(device))
+    scale = cfg.get("guidance_scale")
+    labels = labels_for(cfg.get("labels"), int(cfg.num_samples), getattr(net, "num_classes", 0), scale)
+    sampler = with_guidance(hydra.utils.instantiate(cfg.sampler)(loaded.diffusion.to(device)), scale)
     shape = image_shape_of(net, loaded.config.get("model") if loaded.config else None, cfg.get("image_shape"))
     seeds = list(range(int(cfg.seed), int(cfg.seed) + int(cfg.num_samples)))
     name = type(sampler).__name__
@@ -72,10 +80,17 @@ def generate_images(cfg: DictConfig) -> dict[str, Any]:
         "Sampling %d images %s with %s (%d network calls each)", len(seeds), shape, name, sampler.num_steps
     )
     batches = iter_samples(
-        net, sampler, shape, seeds, batch_size=int(cfg.batch_size), device=device, progress=bool(cfg.progress)
+        net,
+        sampler,
+        shape,
+        seeds,
+        batch_size=int(cfg.batch_size),
+        device=device,
+        progress=bool(cfg.progress),
+        cond=None if labels is None else {LABELS_KEY: labels},
     )
     images = torch.cat([x for _, x in batches])
-    return _write(cfg, images, seeds, Path(cfg.output_dir))
+    return _write(cfg, images, seeds, Path(cfg.output_dir), labels)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="sample")

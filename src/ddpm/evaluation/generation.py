@@ -79,6 +79,8 @@ def describe_sampler(sampler: Any) -> dict[str, Any]:
     for name, value in sorted(vars(sampler).items()):
         if isinstance(value, nn.Module) and hasattr(value, "betas"):  # the (base / respaced) diffusion
             out[name] = describe_diffusion(value)
+        elif hasattr(value, "sample") and hasattr(value, "num_steps"):  # a wrapped sampler (guidance)
+            out[name] = describe_sampler(value)
         elif not name.startswith("_") and (plain := _plain(value)) is not None:
             out[name] = plain
     for attr in ("num_steps",):

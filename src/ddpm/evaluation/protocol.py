@@ -11,6 +11,7 @@ the same directory gives the same report.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
@@ -47,6 +48,7 @@ from ddpm.evaluation.metrics import count_label
 from ddpm.evaluation.nll import NLLSettings, dataset_nll_resumable
 from ddpm.evaluation.reference_stats import ReferenceSet, describe_datamodule, split_dataset
 from ddpm.io.shards import ShardStore
+from ddpm.sampling.guidance import LABELS_KEY
 from ddpm.utils.images import save_image_grid
 from ddpm.weights.released import LoadedModel
 
@@ -73,7 +75,11 @@ class EvalSettings:
 
 @dataclass
 class EvalJob:
-    """The model to evaluate, its sampler and dataset, on one device."""
+    """The model to evaluate, its sampler and dataset, on one device.
+
+    ``labels`` (class-conditional models): the class of sample i of every draw, int64 [N] (the
+    class-conditional protocol's ``i % num_classes``); None for unconditional samples.
+    """
 
     loaded: LoadedModel
     net: nn.Module
@@ -83,6 +89,7 @@ class EvalJob:
     device: torch.device
     digest: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    labels: Tensor | None = None
 
     def __post_init__(self) -> None:
         self.digest = self.digest or module_digest(self.net)
@@ -123,6 +130,7 @@ def generate_stage(
     job: EvalJob, settings: GenerationSettings, out_dir: Path, progress: bool
 ) -> tuple[ShardStore, list[int]]:
     """Generate (or resume) every sample in ``out_dir/samples``; returns the store and this rank's shards."""
+    conditional = {} if job.labels is None else {"labels": describe_labels(job.labels)}
     fingerprint = generation_fingerprint(
         weights=job.digest,
         sampler=describe_sampler(job.sampler),
@@ -131,6 +139,7 @@ def generate_stage(
         num_samples=settings.num_samples,
         shard_size=settings.shard_size,
         device_type=job.device.type,
+        **conditional,
     )
     store = sample_store(out_dir / "samples", fingerprint, settings)
     with timed(job, "generation_s"):
@@ -142,9 +151,17 @@ def generate_stage(
             settings=settings,
             device=job.device,
             progress=progress,
+            cond=None if job.labels is None else {LABELS_KEY: job.labels},
         )
         barrier()
     return store, mine
+
+
+def describe_labels(labels: Tensor) -> dict[str, Any]:
+    """The class labels of the samples, for the fingerprint and the report: counts per class and a hash."""
+    counts = torch.bincount(labels).tolist()
+    digest = hashlib.sha256(labels.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
+    return {"num_labels": int(labels.numel()), "per_class": counts, "sha256": digest}
 
 
 def save_grid(store: ShardStore, num_images: int, path: Path) -> Path | None:
@@ -268,6 +285,23 @@ def protocol_record(
         "references": fid_is.get("references", {}),
         "device_type": job.device.type,
         **_feature_protocol(settings.fid_is),
+        **_conditional_protocol(job),
+    }
+
+
+def _conditional_protocol(job: EvalJob) -> dict[str, Any]:
+    """The class-conditional protocol (labels, guidance scale), when the samples have labels."""
+    if job.labels is None:
+        return {}
+    num_classes = int(job.net.num_classes)
+    balanced = torch.equal(job.labels, torch.arange(job.labels.numel()) % num_classes)
+    return {
+        "class_conditional": {
+            "num_classes": num_classes,
+            "labels": "i % num_classes (class-balanced)" if balanced else "given",
+            "guidance_scale": getattr(job.sampler, "guidance_scale", None),
+            **describe_labels(job.labels),
+        }
     }
 
 
@@ -290,6 +324,7 @@ __all__ = [
     "EvalJob",
     "EvalSettings",
     "Inception",
+    "describe_labels",
     "draw_dir",
     "draw_seeds",
     "fid_is_stage",

@@ -92,7 +92,6 @@ _REQUIRED: dict[str, Any] = {
     "resnet_time_scale_shift": "default",
     "add_attention": True,
     "class_embed_type": None,
-    "num_class_embeds": None,
 }
 
 
@@ -105,10 +104,13 @@ def diffusers_config_for(
     in_channels: int = 3,
     out_channels: int = 3,
     dropout: float = 0.1,
+    num_classes: int = 0,
 ) -> dict[str, Any]:
     """Keyword arguments for diffusers' ``UNet2DModel`` that build exactly ``UNet(**same_args)``.
 
-    The defaults give the CIFAR-10 DDPM config (that of the released ``google/ddpm-cifar10-32``).
+    The defaults give the CIFAR-10 DDPM config (that of the released ``google/ddpm-cifar10-32``). A
+    class-conditional U-Net (``num_classes = K > 0``) is ``num_class_embeds = K + 1`` (the null class is
+    the last row), whose ``nn.Embedding`` diffusers adds to the timestep embedding after its MLP, as ours.
     """
     ch_mult = [int(m) for m in ch_mult]
     attn = {int(r) for r in attn_resolutions}
@@ -135,6 +137,7 @@ def diffusers_config_for(
         "norm_eps": 1e-6,
         "resnet_time_scale_shift": "default",
         "add_attention": True,
+        **({"num_class_embeds": int(num_classes) + 1} if num_classes else {}),
     }
 
 
@@ -149,7 +152,8 @@ def diffusers_config_of(net: UNet) -> dict[str, Any]:
         "in_channels",
         "out_channels",
     )
-    return diffusers_config_for(**{name: getattr(net, name) for name in names}, dropout=net.dropout)
+    kwargs = {name: getattr(net, name) for name in names}
+    return diffusers_config_for(**kwargs, dropout=net.dropout, num_classes=getattr(net, "num_classes", 0))
 
 
 def _required_problems(cfg: Mapping[str, Any]) -> list[str]:
@@ -175,6 +179,8 @@ def _block_problems(cfg: Mapping[str, Any], boc: list[int], down: list[str], up:
         problems.append(f"block_out_channels={boc} (need multiples of block_out_channels[0])")
     if cfg["time_embedding_dim"] not in (None, 4 * ch):
         problems.append(f"time_embedding_dim={cfg['time_embedding_dim']!r} (need None or {4 * ch})")
+    if cfg["num_class_embeds"] is not None and int(cfg["num_class_embeds"]) < 2:
+        problems.append(f"num_class_embeds={cfg['num_class_embeds']!r} (need None or classes + 1 >= 2)")
     if cfg["attn_norm_num_groups"] not in (None, 32):
         problems.append(f"attn_norm_num_groups={cfg['attn_norm_num_groups']!r} (need None or 32)")
     if len(down) != len(boc) or len(up) != len(boc):
@@ -217,7 +223,7 @@ def unet_kwargs_from_diffusers_config(config: Mapping[str, Any]) -> dict[str, An
     """Keyword arguments for :class:`UNet` from a diffusers ``UNet2DModel`` ``config.json`` dict.
 
     Missing keys take diffusers' defaults. Raises ``ValueError`` naming every setting that the DDPM U-Net
-    does not support (another time embedding, multi-head attention, class conditioning, ...).
+    does not support (another time embedding, multi-head attention, a class_embed_type other than None, ...).
     """
     cls = config.get("_class_name", "UNet2DModel")
     if cls != "UNet2DModel":
@@ -242,6 +248,8 @@ def unet_kwargs_from_diffusers_config(config: Mapping[str, Any]) -> dict[str, An
         "attn_resolutions": tuple(resolution // 2**i for i, t in enumerate(down) if t == "AttnDownBlock2D"),
         "dropout": float(cfg["dropout"]),
         "resolution": resolution,
+        # num_class_embeds = classes + the null class (the last row, as our class_embedding)
+        **({"num_classes": int(cfg["num_class_embeds"]) - 1} if cfg["num_class_embeds"] is not None else {}),
     }
 
 
@@ -278,7 +286,7 @@ def _map_key(key: str, num_levels: int) -> str | None:
     head = parts[0]
     if head == "time_embedding" and parts[1] in ("linear_1", "linear_2"):
         return f"temb.dense.{int(parts[1][-1]) - 1}.{parts[2]}"
-    if head in ("conv_in", "conv_out"):
+    if head in ("conv_in", "conv_out", "class_embedding"):
         return key
     if head == "conv_norm_out":
         return f"norm_out.{parts[1]}"
@@ -386,7 +394,7 @@ def _diffusers_key(key: str, num_levels: int) -> str:
     head = parts[0]
     if head == "temb" and parts[1] == "dense":
         return f"time_embedding.linear_{int(parts[2]) + 1}.{parts[3]}"
-    if head in ("conv_in", "conv_out"):
+    if head in ("conv_in", "conv_out", "class_embedding"):
         return key
     if head == "norm_out":
         return f"conv_norm_out.{parts[1]}"

@@ -134,6 +134,37 @@ def balanced_labels(num_images: int, num_classes: int) -> Tensor:
     return torch.arange(int(num_images), dtype=torch.long) % int(num_classes)
 
 
+def labels_for(
+    spec: object, num_images: int, num_classes: int, guidance_scale: float | None = None
+) -> Tensor | None:
+    """The class labels of ``num_images`` images from a user's ``labels`` setting (int64 [N] or None).
+
+    ``None``: unconditional (the null class); ``"balanced"``: ``i % num_classes``; an int: every image;
+    a list: repeated cyclically over the images (``[3, 7]`` alternates 3 and 7). A ``guidance_scale``
+    needs labels.
+    """
+    if spec is None:
+        if guidance_scale is not None:
+            raise ConfigError(
+                f"guidance_scale={guidance_scale} needs class labels: add labels=balanced (or a class index)"
+            )
+        return None
+    if num_classes < 1:
+        raise ConfigError(
+            f"labels={spec} but the model is unconditional (num_classes=0): drop labels (and guidance_scale)"
+        )
+    if isinstance(spec, str) and spec.strip().lower() == "balanced":
+        return balanced_labels(num_images, num_classes)
+    values = [spec] if isinstance(spec, int | str) else list(spec)  # type: ignore[call-overload]
+    try:
+        labels = torch.tensor([int(v) for v in values], dtype=torch.long)
+    except (TypeError, ValueError):
+        raise ConfigError(f"labels must be a class index, a list of them or 'balanced': {spec!r}") from None
+    if labels.numel() == 0 or bool(((labels < 0) | (labels >= num_classes)).any()):
+        raise ConfigError(f"labels must be class indices in 0..{num_classes - 1}, got {spec!r}")
+    return labels.repeat((num_images + labels.numel() - 1) // labels.numel())[:num_images]
+
+
 __all__ = [
     "LABELS_KEY",
     "NULL_LABEL",
@@ -141,5 +172,6 @@ __all__ = [
     "GuidedSampler",
     "balanced_labels",
     "guide",
+    "labels_for",
     "with_guidance",
 ]
