@@ -74,7 +74,7 @@ def edm_reference(oracle: GaussianOracle, x_top: Tensor, sampler: HeunSampler, d
     levels; the churn sigma_hat is recomputed from EDM's gamma and rounded with numpy."""
     sigmas = numpy_sigmas()
     levels = [float(sigmas[t]) for t in reversed(sampler.timesteps)] + [0.0]
-    s_churn, s_tmin, s_tmax = sampler.churn
+    s_churn, s_tmin, s_tmax = sampler.s_churn, sampler.s_tmin, sampler.s_tmax
     x = x_top.double() * math.sqrt(1.0 + levels[0] ** 2)
     draws = list(draws)
     for i, (t_cur, t_next) in enumerate(itertools.pairwise(levels)):

@@ -136,16 +136,16 @@ class HeunSampler(ChainSampler):
             self.timesteps = resolve_timesteps(
                 diffusion.num_timesteps, steps, spacing, timesteps, diffusion.alphas_cumprod
             )
-        self.churn = (float(s_churn), float(s_tmin), math.inf if s_tmax is None else float(s_tmax))
-        self.s_noise = float(s_noise)
+        self.s_churn, self.s_tmin, self.s_noise = float(s_churn), float(s_tmin), float(s_noise)
+        self.s_tmax = math.inf if s_tmax is None else float(s_tmax)
         # the timestep of sigma_hat at every level (the level itself where there is no churn)
         self.churn_timesteps = [self._churned(t) for t in self.timesteps]
 
     def _churned(self, t: int) -> int:
         """The grid timestep of sigma_hat = sigma_t (1 + gamma) at level t (Algorithm 2, lines 4-6)."""
-        s_churn, s_tmin, s_tmax = self.churn
         sigma = float(self.sigmas[t])
-        gamma = min(s_churn / len(self.timesteps), math.sqrt(2.0) - 1.0) if s_tmin <= sigma <= s_tmax else 0.0
+        churned = self.s_tmin <= sigma <= self.s_tmax
+        gamma = min(self.s_churn / len(self.timesteps), math.sqrt(2.0) - 1.0) if churned else 0.0
         return max(t, nearest_timestep(self.sigmas, sigma * (1.0 + gamma)))
 
     @property
