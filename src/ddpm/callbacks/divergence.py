@@ -74,9 +74,14 @@ class DivergenceGuard(L.Callback):
         local = bool(torch.stack([flag for _, _, flag in flags]).any()) if flags else False
         if not trainer.strategy.reduce_boolean_decision(local, all=False):
             return
-        first = next(((step, what) for step, what, flag in flags if bool(flag)), None)
-        where = f"{first[1]} is not finite at step {first[0]}" if first else "another rank diverged"
-        self._stop(trainer, where)
+        bad = [(step, what) for step, what, flag in flags if bool(flag)]
+        if not bad:
+            self._stop(trainer, "another rank diverged")
+        first = min(step for step, _ in bad)
+        names = sorted({what for step, what in bad if step == first}, reverse=True)
+        self._stop(
+            trainer, f"{' and '.join(names)} {'is' if len(names) == 1 else 'are'} not finite at step {first}"
+        )
 
     @staticmethod
     def _stop(trainer: L.Trainer, where: str) -> None:
