@@ -129,6 +129,8 @@ class HeunSampler(ChainSampler):
         self.diffusion = diffusion
         self.clip_denoised = clip_denoised
         self.sigmas = ddpm_sigmas(diffusion)
+        # sqrt(abar_t) on the CPU: no device sync per step
+        self._sqrt_abar = diffusion.alphas_cumprod.detach().cpu().to(torch.float64).sqrt()
         if spacing == "karras" and timesteps is None:
             steps = diffusion.num_timesteps if steps is None else steps
             self.timesteps = karras_timesteps(self.sigmas, steps, rho, (sigma_min, sigma_max))
@@ -156,7 +158,7 @@ class HeunSampler(ChainSampler):
     def denoise(self, model: Model, x: Tensor, t: int, cond: Cond | None) -> Tensor:
         """D(x; sigma_t): the network's x_0 prediction at x_t = sqrt(abar_t) x (``clip_denoised`` clips)."""
         tt = full_timestep(t, x)
-        x_t = x * float(self.diffusion.sqrt_alphas_cumprod[t])
+        x_t = x * float(self._sqrt_abar[t])
         out = model(x_t, tt, **(cond or {}))
         return self.diffusion.p_mean_variance(out, x_t, tt, self.clip_denoised).pred_x0.to(x.dtype)
 
@@ -198,12 +200,11 @@ class HeunSampler(ChainSampler):
         ``noise`` may be None without churn. The trajectory records x_t (DDPM scale) after each step.
         """
         start = self.chain_index(t)
-        abar = self.diffusion.alphas_cumprod
-        x = x_t / float(abar[t].sqrt())
+        x = x_t / float(self._sqrt_abar[t])
         for i in progress_bar(range(start, -1, -1), enabled=progress, description="Heun", total=start + 1):
             x, denoised = self.step(model, x, i, noise, cond)
             if should_record(trajectory, record_every, i):
-                scale = float(abar[self.timesteps[i - 1]].sqrt()) if i > 0 else 1.0
+                scale = float(self._sqrt_abar[self.timesteps[i - 1]]) if i > 0 else 1.0
                 trajectory.record(self.timesteps[i], x * scale, denoised)
         return x
 
