@@ -1,0 +1,61 @@
+"""The conditional quickstart's class grid: one row per class, guidance scales, digits-classifier accuracy."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from hydra.utils import instantiate
+
+from ddpm.callbacks.class_grid import ClassGridCallback
+from ddpm.data.digits import load_digit_images, load_digit_labels
+from ddpm.diffusion import GaussianDiffusion
+from ddpm.sampling import DDIMSampler
+from ddpm.testing.oracle import ClassConditionalOracle
+from tests.helpers import compose_train
+
+
+def _digit_oracle(permute: bool = False) -> ClassConditionalOracle:
+    """Class k = N(mean image of the real digit k, 0.05^2): an exact conditional model of 'digits'."""
+    images, labels = load_digit_images(), torch.as_tensor(load_digit_labels())
+    means = torch.stack([images[labels == k].mean(0) for k in range(10)])
+    if permute:  # a model that draws digit k + 1 when asked for k
+        means = means.roll(-1, dims=0)
+    return ClassConditionalOracle(GaussianDiffusion(num_timesteps=100), means, torch.full_like(means, 0.05))
+
+
+def _run(oracle: ClassConditionalOracle, tmp_path, scales) -> ClassGridCallback:
+    callback = ClassGridCallback(
+        tmp_path,
+        num_classes=10,
+        per_class=3,
+        sampler=lambda d: DDIMSampler(d, steps=10),
+        guidance_scales=scales,
+        score_digits=True,
+    )
+    module = SimpleNamespace(ema_net=oracle, diffusion=oracle.diffusion, device=torch.device("cpu"))
+    trainer = SimpleNamespace(
+        global_rank=0, global_step=7, loggers=[], datamodule=SimpleNamespace(image_shape=(1, 16, 16))
+    )
+    callback.run(trainer, module, final=True)
+    return callback
+
+
+def test_class_grid_rows_and_accuracy_of_an_exact_conditional_model(tmp_path, capsys):
+    callback = _run(_digit_oracle(), tmp_path, [0.0, 3.0])
+    assert callback.labels().tolist()[:7] == [0, 0, 0, 1, 1, 1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_0000007_w0.png", "step_0000007_w3.png"]
+    assert callback.accuracy["w0"] >= 0.9 and callback.accuracy["w3"] >= 0.9
+    assert "Samples classified as the requested digit (30 per scale" in capsys.readouterr().out
+    wrong = _run(_digit_oracle(permute=True), tmp_path / "wrong", [None])
+    assert wrong.accuracy["none"] <= 0.2  # the accuracy can fail: it reads what the samples show
+
+
+def test_quickstart_conditional_config_and_unchanged_quickstart(tmp_path):
+    cfg = compose_train(["experiment=quickstart_conditional"], tmp_path)
+    assert cfg.model.num_classes == 10 and cfg.data.class_labels is True
+    callback = instantiate(cfg.callbacks.class_grid)
+    assert isinstance(callback, ClassGridCallback) and callback.guidance_scales == [0.0, 1.0, 3.0]
+    plain = compose_train(["experiment=quickstart"], tmp_path)
+    assert plain.model.num_classes == 0 and plain.data.class_labels is False
+    assert "class_grid" not in plain.callbacks
