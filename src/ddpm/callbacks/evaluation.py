@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import lightning as L
 import torch
+from torch import Tensor
 
 from ddpm.callbacks.periodic import PeriodicEMACallback
 from ddpm.diffusion.gaussian import GaussianDiffusion
@@ -18,8 +19,20 @@ from ddpm.evaluation.inception import InceptionWeightsError, load_inception, res
 from ddpm.evaluation.metrics import InceptionStatistics, count_label
 from ddpm.evaluation.reference_stats import ReferenceSet
 from ddpm.sampling import AncestralSampler
+from ddpm.utils.progress import progress_bar
 
 SamplerFactory = Callable[[GaussianDiffusion], Any]
+
+
+Batches = Iterator[tuple[Tensor, Tensor]]
+
+
+def counted(batches: Batches, total: int, enabled: bool, description: str) -> Batches:
+    """``batches`` of ``(indices, images)`` unchanged, advancing a progress bar by the images of each."""
+    with progress_bar(total=total, enabled=enabled, description=description) as bar:
+        for indices, images in batches:
+            bar.update(len(indices))
+            yield indices, images
 
 
 def sampler_tag(sampler: Any) -> str:
@@ -55,6 +68,7 @@ class FIDCallback(PeriodicEMACallback):
             fields: the ``metrics/fid_is`` config shared with ``ddpm-eval``).
         at_end: also evaluate at the end of training.
         prefix: prefix of the logged names.
+        show_progress: a progress bar (rank 0's share of the samples, with its ETA) while sampling.
     """
 
     def __init__(
@@ -67,8 +81,10 @@ class FIDCallback(PeriodicEMACallback):
         protocol: FIDSettings | Mapping[str, Any] | None = None,
         at_end: bool = False,
         prefix: str = "eval/",
+        show_progress: bool = True,
     ) -> None:
         super().__init__(every_n_steps, at_end)
+        self.show_progress = show_progress
         self.num_samples = int(num_samples)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -108,15 +124,18 @@ class FIDCallback(PeriodicEMACallback):
                 self.protocol.inception_weights, device, self.protocol.allow_download
             )
         rank, world = rank_and_world()
+        indices = range(rank, self.num_samples, world)
         batches = generate(
             pl_module.ema_net,
             sampler,
             tuple(trainer.datamodule.image_shape),
-            range(rank, self.num_samples, world),
+            indices,
             seed=self.seed,
             batch_size=self.batch_size,
             device=device,
         )
+        label = f"FID samples (step {trainer.global_step})"
+        batches = counted(batches, len(indices), self.show_progress and rank == 0, label)
         return sample_statistics(self._extractor, batches, self.num_samples, self.protocol, device)
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule, final: bool) -> dict[str, float]:

@@ -31,6 +31,7 @@ class NLLCallback(PeriodicEMACallback):
         output_dir: where to write the per-timestep terms (None: not written).
         at_end: also evaluate at the end of training.
         prefix: prefix of the logged names.
+        show_progress: a progress bar (rank 0's share of the images, with its ETA) while evaluating.
     """
 
     def __init__(
@@ -44,8 +45,10 @@ class NLLCallback(PeriodicEMACallback):
         output_dir: str | Path | None = None,
         at_end: bool = False,
         prefix: str = "eval/",
+        show_progress: bool = True,
     ) -> None:
         super().__init__(every_n_steps, at_end)
+        self.show_progress = show_progress
         self.settings = NLLSettings(
             split=split,
             num_images=num_images,
@@ -61,7 +64,14 @@ class NLLCallback(PeriodicEMACallback):
         if trainer.datamodule is None:
             raise RuntimeError("NLLCallback needs the Trainer's datamodule")
         dataset = split_dataset(trainer.datamodule, self.settings.split)
-        stats = dataset_nll(pl_module.ema_net, pl_module.diffusion, dataset, self.settings, pl_module.device)
+        stats = dataset_nll(
+            pl_module.ema_net,
+            pl_module.diffusion,
+            dataset,
+            self.settings,
+            pl_module.device,
+            progress=self.show_progress,
+        )
         summary = stats.summary()
         self.last_summary = summary
         name = f"{count_label(summary['num_images'])}_{self.settings.split}"
