@@ -395,7 +395,9 @@ class UNet(nn.Module):
         labels = class_labels.to(device=device, dtype=torch.long)
         if labels.shape != (batch,):
             raise ConfigError(f"UNet: class_labels must have shape [B]=[{batch}], got {tuple(labels.shape)}")
-        if bool(((labels < NULL_LABEL) | (labels > null)).any()):
+        # always checked on the CPU; on an accelerator not while training (a host sync per step there)
+        checked = not self.training or labels.device.type == "cpu"
+        if checked and bool(((labels < NULL_LABEL) | (labels > null)).any()):
             raise ConfigError(
                 f"UNet: class_labels must be in 0..{null - 1} (or {NULL_LABEL} for the null class), "
                 f"got {sorted(set(labels.tolist()))}"
