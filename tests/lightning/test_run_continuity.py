@@ -109,6 +109,7 @@ def test_kill_9_then_the_same_command_continues_bit_identically_in_the_same_wand
     _assert_same_state(_final(tmp_path / "straight"), _final(run_dir))
     runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and {r.name.rsplit("-", 1)[1] for r in runs} == {kept_run_id(run_dir)}
+    assert _final(run_dir)["ddpm_config"]["logger"]["wandb"]["id"] == kept_run_id(run_dir)
 
 
 # ---------------------------------------------------------------------- preemption

@@ -135,9 +135,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     check_shapes(module.net, tuple(datamodule.image_shape), module.diffusion.output_channels_factor)
     if cfg.get("init_from") and not continuing:  # fine-tuning: weights only, fresh optimizer and step 0
         init_from_weights(module, cfg.init_from, cfg.get("init_pretrained"))
+    attach_kept_run_id(cfg.get("logger"), output_dir)  # before the config goes into the checkpoints
     run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [*training_callbacks(cfg), RunConfigCallback(run_config)]
-    attach_kept_run_id(cfg.get("logger"), output_dir)
     loggers = instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     apply_global_batch_size(datamodule, cfg.get("global_batch_size"), trainer.world_size)
