@@ -31,6 +31,8 @@ FAST = {
     "ddim_quadratic": {"steps": 6},
     "dpm_solver_pp_2m": {"steps": 6},
     "dpm_solver_pp_3m": {"steps": 6},
+    "heun": {"steps": 4},
+    "heun_churn": {"steps": 4},
 }
 
 
