@@ -107,7 +107,7 @@ PRESETS: dict[str, Preset] = {
 
 # diffusers' names -> ours (``ddpm.weights.export`` writes the inverse)
 DIFFUSERS_SCHEDULES = {"linear": "linear", "scaled_linear": "quadratic", "squaredcos_cap_v2": "cosine"}
-PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0"}
+PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
 # the key ``ddpm-export`` adds to scheduler_config.json (diffusers drops keys starting with "_"): its
 # variance_type is then the training run's, not a default to be replaced by the paper's choice
 EXPORT_MARKER = "_ddpm_export"
