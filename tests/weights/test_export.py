@@ -23,6 +23,7 @@ from tests.helpers import run_cli
 
 VARIANTS = {
     "eps_fixed_large": [],
+    "v_fixed_large": ["diffusion.mean_type=v"],
     "x0_fixed_small": [
         "diffusion.mean_type=x0",
         "diffusion.var_type=fixed_small",
