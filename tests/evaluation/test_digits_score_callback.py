@@ -1,0 +1,40 @@
+"""DigitsScoreCallback: the quickstart prints and logs the digits score of its EMA samples at the end."""
+
+import json
+
+import pytest
+
+from ddpm.cli.ddpm_train import train
+from ddpm.errors import ConfigError
+from tests.helpers import TINY, compose_train
+
+CALLBACK = [
+    "+callbacks.digits_score._target_=ddpm.callbacks.digits_score.DigitsScoreCallback",
+    "+callbacks.digits_score.num_samples=6",
+    "+callbacks.digits_score.batch_size=4",
+    "+callbacks.digits_score.sampler._target_=ddpm.sampling.DPMSolverPPSampler",
+    "+callbacks.digits_score.sampler._partial_=true",
+    "+callbacks.digits_score.sampler.steps=3",
+]
+
+
+def test_score_is_printed_logged_and_written_at_the_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    cfg = compose_train(
+        [*TINY, "trainer.max_steps=2", *CALLBACK, f"+callbacks.digits_score.output_path={out}/score.json"],
+        out,
+    )
+    train(cfg)
+    printed = capsys.readouterr().out
+    assert "Digits score of 6 EMA samples" in printed and "real digits" in printed
+    written = json.loads((out / "score.json").read_text())
+    assert written["step"] == 2 and written["samples"]["num_images"] == 6
+    assert 1.0 <= written["samples"]["score"] <= 10.0
+    assert written["real_digits"]["score"] > written["samples"]["score"]  # two steps of training
+    assert written["real_digits"]["frechet"] < written["samples"]["frechet"]
+
+
+def test_other_image_sizes_are_refused_in_one_line(tmp_path):
+    cfg = compose_train([*TINY, "data.image_size=8", "model.resolution=8", *CALLBACK], tmp_path)
+    with pytest.raises(ConfigError, match="data=digits data.image_size=16"):
+        train(cfg)
