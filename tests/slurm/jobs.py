@@ -51,11 +51,13 @@ def job_env(cluster, **extra: str) -> dict[str, str]:
     return env
 
 
-def sbatch(cluster, options: list[str], script: Path, args: list[str], wait: bool = False, timeout=600):
-    """Submit ``script args`` with sbatch ``options`` from the repository root; the job id (str)."""
+def sbatch(cluster, options: list[str], script: Path, args: list[str], wait: bool = False, env=None):
+    """Submit ``script args`` with sbatch ``options`` from the repository root: (job id, sbatch's exit code).
+
+    ``wait``: block until the job ends (the exit code is then the job's); ``env``: extra variables."""
     cmd = ["sbatch", "--parsable", *(["--wait"] if wait else []), *options, str(script), *args]
     done = subprocess.run(
-        cmd, cwd=REPO_ROOT, env=job_env(cluster), capture_output=True, text=True, timeout=timeout
+        cmd, cwd=REPO_ROOT, env=job_env(cluster, **(env or {})), capture_output=True, text=True, timeout=600
     )
     if done.returncode != 0 and not wait:
         raise RuntimeError(f"sbatch failed: {done.stderr}")

@@ -1,4 +1,5 @@
-"""The few ``torch.distributed`` collectives the evaluation needs, as no-ops without a process group.
+"""The few ``torch.distributed`` collectives the evaluation needs, as no-ops without a process group,
+and joining the group from torchrun's or SLURM's (srun) rank variables.
 
 Every function here must be called by *every* rank (they are collectives under DDP); none of them
 is ever called on rank 0 only, which is what makes a rank-0-only metric hang.
@@ -7,15 +8,51 @@ is ever called on rank 0 only, which is what makes a rank-0-only metric hang.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: ``gpu[07-09,12],cpu1`` -> ``gpu07``, ``a,b`` -> ``a``."""
+    match = re.match(r"([^,\[]*)(?:\[([^,\-\]]+))?", nodelist.strip())
+    if match is None or not match.group(0):
+        raise ValueError(f"cannot read a host from the SLURM node list {nodelist!r}")
+    return match.group(1) + (match.group(2) or "")
+
+
+def torch_env_from_slurm(environ: Mapping[str, str]) -> dict[str, str]:
+    """torchrun's variables for a process started by ``srun`` (one task per GPU); ``{}`` elsewhere.
+
+    Under srun every task has ``SLURM_PROCID`` (global rank), ``SLURM_LOCALID`` (rank on its node) and
+    ``SLURM_STEP_NUM_TASKS`` (the step's tasks; the batch script itself has no step variables, and a
+    step may use fewer tasks than the allocation's ``SLURM_NTASKS``). The rendezvous is the first host
+    of the step and port 15000 + the job id's last 4 digits (Lightning's SLURM rule, so every task
+    agrees without talking); a ``MASTER_ADDR`` / ``MASTER_PORT`` already set wins, and so does torchrun
+    (``WORLD_SIZE`` set).
+    """
+    if "WORLD_SIZE" in environ or "SLURM_STEP_NUM_TASKS" not in environ or "SLURM_PROCID" not in environ:
+        return {}
+    env = {
+        "RANK": environ["SLURM_PROCID"],
+        "WORLD_SIZE": environ["SLURM_STEP_NUM_TASKS"],
+        "LOCAL_RANK": environ.get("SLURM_LOCALID", "0"),
+    }
+    nodelist = environ.get("SLURM_STEP_NODELIST") or environ.get("SLURM_JOB_NODELIST")
+    env["MASTER_ADDR"] = environ.get("MASTER_ADDR") or (first_host(nodelist) if nodelist else "127.0.0.1")
+    job_id = environ.get("SLURM_JOB_ID", "")
+    port = 15000 + int(job_id[-4:]) if job_id[-4:].isdigit() else 12910
+    env["MASTER_PORT"] = environ.get("MASTER_PORT") or str(port)
+    return env
+
+
 def setup_distributed() -> None:
-    """Join the process group started by ``torchrun`` (NCCL on GPUs, gloo on CPUs); no-op otherwise."""
+    """Join the process group started by ``torchrun`` or ``srun`` (NCCL on GPUs, gloo on CPUs); no-op
+    otherwise (one process, or the batch script of a SLURM job)."""
+    os.environ.update(torch_env_from_slurm(os.environ))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
