@@ -8,13 +8,24 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import time
 
 import pytest
 
 from tests.helpers import REPO_ROOT, run_cli
 
-from .jobs import SCRIPTS, TRAIN, assert_same, job_info, sbatch, step_log, training_state, wait_until
+from .jobs import (
+    SCRIPTS,
+    TRAIN,
+    assert_same,
+    job_env,
+    job_info,
+    sbatch,
+    step_log,
+    training_state,
+    wait_until,
+)
 from .probe import read_steps
 
 pytestmark = pytest.mark.slurm
@@ -92,3 +103,38 @@ def test_preempted_job_requeues_resumes_and_ends_bit_identical(slurm, tmp_path):
         f" {after[0]['time'] - before[-1]['time']:.1f} s; pending seen {requeued - signalled:.1f} s after"
         f" the signal (reason {info.get('Reason')})"
     )
+
+
+def test_sweep_job_preempted_through_the_hydra_slurm_launcher(slurm, tmp_path):
+    """The same through hydra/launcher=slurm_cpu (submitit: an array job, SIGUSR2): the preempted task
+    requeues and resumes, its neighbour is untouched, and the sweep returns only after the requeued task
+    has finished (submitit waits for its result, which the first launch must not write)."""
+    sweep = tmp_path / "sweep"
+    probe = step_log("${paths.output_dir}/steps")
+    args = ["-m", "hydra/launcher=slurm_cpu", *TRAIN, *STEPS[:-1], "logger=csv", "seed=0,1", *probe]
+    paths = [f"hydra.sweep.dir={sweep}", f"paths.root_dir={tmp_path}"]
+    master = subprocess.Popen(
+        [sys.executable, "-m", "ddpm.cli.ddpm_train", *args, *paths],
+        cwd=REPO_ROOT,
+        env=job_env(slurm),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: len(read_steps(sweep / "0" / "steps")) >= 5, 300, "5 steps of job 0")
+        tasks = subprocess.run(["squeue", "-h", "-o", "%i"], env=slurm.env(), capture_output=True, text=True)
+        (task,) = [t for t in tasks.stdout.split() if t.endswith("_0")]
+        subprocess.run(["scancel", "--signal=USR2", task], env=slurm.env(), check=True)
+        wait_until(lambda: job_info(slurm, task).get("JobState") == "PENDING", 120, "requeue of task 0")
+        subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], env=slurm.env(), check=True)
+        _, err = master.communicate(timeout=600)
+    finally:
+        master.kill()
+    finished = time.time()
+    assert master.returncode == 0, err[-4000:]
+    preempted, neighbour = read_steps(sweep / "0" / "steps"), read_steps(sweep / "1" / "steps")
+    assert [r["step"] for r in preempted] == list(range(1, MAX_STEPS + 1))
+    assert {r["restart"] for r in preempted} == {0, 1} and {r["restart"] for r in neighbour} == {0}
+    assert (sweep / "0" / "checkpoints" / "preempted.ckpt").is_file()
+    assert preempted[-1]["time"] < finished
