@@ -21,7 +21,7 @@ files, and removes the directory. It needs root (slurmd runs jobs as the submitt
 ``munge``); :func:`why_unavailable` says in one line why a cluster cannot start here.
 
 By hand: ``python tests/slurm/cluster.py`` starts one, prints the ``export SLURM_CONF=...`` line to use
-it from another shell, and stops it on Ctrl-C.
+it from another shell, and stops it on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -207,10 +207,15 @@ if __name__ == "__main__":
     if reason:
         raise SystemExit(f"error: {reason}")
     cluster = LocalSlurm().start()
-    print(f"export SLURM_CONF={cluster.conf}   # Ctrl-C stops the cluster", flush=True)
+    print(f"export SLURM_CONF={cluster.conf}   # Ctrl-C (or SIGTERM) stops the cluster", flush=True)
+
+    def _stop(signum, frame):
+        raise SystemExit(0)
+
+    # a background job ignores SIGINT: SIGTERM stops it too
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     try:
         signal.pause()
-    except KeyboardInterrupt:
-        pass
     finally:
         cluster.stop()
