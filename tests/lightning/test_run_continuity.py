@@ -132,6 +132,25 @@ def test_preemption_signal_checkpoints_at_a_step_boundary_and_the_relaunch_is_ex
     _assert_same_state(_final(straight), _final(run_dir))
 
 
+def test_a_requeued_launch_ends_without_a_result(tmp_path, monkeypatch):
+    """Once SLURM took the requeue, the launch must not hand a half-done run's metric to a launcher."""
+    from ddpm.callbacks import preemption
+    from ddpm.cli.ddpm_train import train_job
+
+    requeued = []
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setattr(preemption, "requeue_slurm_job", lambda job: requeued.append(job) or True)
+    signal_at = [
+        "+callbacks.signal._target_=tests.lightning.faults.SignalSelf",
+        "+callbacks.signal.at_step=2",
+    ]
+    cfg = compose_train([*BASE, "trainer.max_steps=6", *PREEMPTION, *signal_at], tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        train_job(cfg)
+    assert exc.value.code == 0 and requeued == ["4242"]
+    assert read_lightning_checkpoint(tmp_path / "checkpoints" / "preempted.ckpt")["global_step"] == 3
+
+
 # ---------------------------------------------------------------------- divergence
 def _checkpoints_all_finite(run_dir: Path) -> list[int]:
     steps = []

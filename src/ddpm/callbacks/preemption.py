@@ -73,6 +73,7 @@ class PreemptionCheckpoint(L.Callback):
         self.max_requeues = max_requeues
         self.received: tuple[int, float] | None = None  # (signal number, time.monotonic())
         self.checkpoint_path: Path | None = None
+        self.requeued = False  # SLURM accepted `scontrol requeue`: this launch must end without a result
         self._previous: dict[signal.Signals, Any] = {}
 
     # ------------------------------------------------------------------ signal handling
@@ -121,6 +122,7 @@ class PreemptionCheckpoint(L.Callback):
             log.warning("job %s was requeued %d times (max_requeues): not requeueing it again", job, restarts)
             return
         if requeue_slurm_job(job):
+            self.requeued = True
             log.info("requeued SLURM job %s", job)
 
 

@@ -107,14 +107,22 @@ def in_multirun() -> bool:
 
 def train_job(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """:func:`train`; in a multirun a diverged job reports NaN as its optimized metric instead of ending
-    the sweep (Optuna records a NaN trial as failed and goes on)."""
+    the sweep (Optuna records a NaN trial as failed and goes on); a launch whose SLURM job was requeued
+    ends without a result."""
     try:
-        return train(cfg)
+        metrics, objects = train(cfg)
     except DivergenceError as exc:
         if not in_multirun():
             raise
         print(f"error: {exc}", file=sys.stderr)
         return {str(cfg.get("optimized_metric") or "diverged"): math.nan}, {}
+    if any(getattr(cb, "requeued", False) for cb in objects["trainer"].callbacks):
+        # The requeued job finishes the run. Returning would hand a half-done run's metric to the
+        # launcher (submitit writes it as the job's result); SystemExit is no result, as in submitit's
+        # own requeue. The task wrapper still finishes W&B on the way out.
+        log.info("the SLURM job was requeued: this launch ends here; the requeued job continues the run")
+        raise SystemExit(0)
+    return metrics, objects
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
