@@ -17,13 +17,14 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from ddpm.errors import DDPMError
 from ddpm.sweeps.optuna_sweeper import (
     INTERRUPTED,
     ResumableOptunaSweeperImpl,
     fail_interrupted_trials,
     finished_trials,
 )
-from tests.helpers import REPO_ROOT, TINY
+from tests.helpers import REPO_ROOT, TINY, run_cli
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -79,6 +80,11 @@ def test_nan_trial_is_failed_and_the_sweep_goes_on(tmp_path):
     assert study.best_value == 0.25
     assert OmegaConf.load(tmp_path / "optimization_results.yaml").best_value == 0.25
     assert optuna.study.Study.tell.__name__ == "tell" and "nan" not in str(optuna.study.Study.tell)
+
+
+def test_a_sweep_where_every_trial_diverged_ends_with_one_line(tmp_path):
+    with pytest.raises(DDPMError, match="no trial of the sweep completed"):
+        make_sweeper(tmp_path, FakeLauncher([math.nan, math.nan]), 2).sweep([])
 
 
 def test_rerun_counts_the_study_total_and_numbers_jobs_after_its_trials(tmp_path):
@@ -150,3 +156,27 @@ def test_a_sweep_killed_after_two_trials_runs_only_the_other_two(tmp_path):
     # every counted trial has its job directory (job N = trial N) in the fixed sweep dir
     sweep = db.parent / "train"
     assert all((sweep / str(t.number) / ".hydra" / "config.yaml").is_file() for t in counted)
+
+
+@pytest.mark.slow  # a 2-trial ddpm-train sweep, about 15 s
+def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path):
+    args = [
+        "ddpm-train",
+        "hparams_search=optuna",
+        *TINY,
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=6",
+        "trainer.gradient_clip_val=null",
+        "module.warmup_steps=0",
+        "+callbacks.divergence_guard._target_=ddpm.callbacks.DivergenceGuard",
+        "+callbacks.divergence_guard.check_every_n_steps=1",
+        "hydra.sweeper.n_trials=2",
+        "module.optimizer.lr=choice(2e-4,1e8)",  # the seeded TPE tries 1e8 first, then 2e-4
+        f"paths.root_dir={tmp_path}",
+    ]
+    result = run_cli(args, cwd=REPO_ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "returned NaN (diverged): marked FAIL, the sweep goes on" in result.stdout + result.stderr
+    trials = _trials(tmp_path / "logs" / "train" / "optuna" / "train.db")
+    states = {t.params["module.optimizer.lr"]: t.state for t in trials}
+    assert states == {1e8: TrialState.FAIL, 2e-4: TrialState.COMPLETE}

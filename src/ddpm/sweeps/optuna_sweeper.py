@@ -31,7 +31,7 @@ import sqlalchemy
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from optuna.trial import TrialState
 
-from ddpm.errors import ConfigError
+from ddpm.errors import ConfigError, DDPMError
 
 log = logging.getLogger(__name__)
 
@@ -120,4 +120,12 @@ class ResumableOptunaSweeperImpl(OptunaSweeperImpl):
             log.info(f"Study {self.study_name}: {done} of {self.n_trials} trials done, {remaining} to run")
             self.n_trials = remaining
         with nan_values_fail_trials():
-            super().sweep(arguments)
+            try:
+                super().sweep(arguments)
+            except ValueError as exc:  # the library's study.best_trial when no trial completed
+                if "No trials are completed" not in str(exc):
+                    raise
+                raise DDPMError(
+                    f"no trial of the sweep completed (all failed or diverged): nothing to report; "
+                    f"see the jobs' logs under {self.config.hydra.sweep.dir}"
+                ) from exc
