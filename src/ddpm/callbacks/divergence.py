@@ -86,10 +86,14 @@ class DivergenceGuard(L.Callback):
     @staticmethod
     def _stop(trainer: L.Trainer, where: str) -> None:
         found = newest_checkpoint(trainer.default_root_dir) if trainer.default_root_dir else None
-        last = f"{found[0]} (step {found[1].get('global_step')})" if found else "none was written yet"
+        last = (
+            f"the last good checkpoint is {found[0]} (step {found[1].get('global_step')})"
+            if found
+            else "no checkpoint was written before"
+        )
         raise DivergenceError(
-            f"training diverged: {where}; no checkpoint of it was written; the last good checkpoint is "
-            f"{last}: lower module.optimizer.lr or clip gradients (trainer.gradient_clip_val=1.0)"
+            f"training diverged: {where}; no checkpoint of it was written; {last}: lower "
+            "module.optimizer.lr or clip gradients (trainer.gradient_clip_val=1.0)"
         )
 
 
