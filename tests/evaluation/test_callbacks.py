@@ -73,14 +73,24 @@ def test_fid_callback_logs_protocol_named_metrics(tmp_path, stub_inception):
     assert again == pytest.approx(callback.last_metrics, rel=1e-9)
 
 
-def test_callbacks_show_progress_while_they_sample(tmp_path, stub_inception, capsys):
+def test_callbacks_show_progress_while_they_sample(tmp_path, stub_inception, monkeypatch):
+    from ddpm.evaluation import nll as nll_module
+    from ddpm.utils.progress import progress_bar
+
+    bars = []
+
+    def recorded(*args, **kwargs):
+        bars.append((progress_bar(*args, **kwargs), kwargs.get("enabled", True)))
+        return bars[-1][0]
+
+    monkeypatch.setattr(evaluation_callbacks, "progress_bar", recorded)
+    monkeypatch.setattr(nll_module, "progress_bar", recorded)
     protocol = {"reference_splits": ("test",)}
     fid_callback = FIDCallback(every_n_steps=0, num_samples=4, batch_size=2, protocol=protocol, at_end=True)
     nll_callback = NLLCallback(every_n_steps=0, num_images=2, batch_size=2, at_end=True)
     _fit(tmp_path, [fid_callback, nll_callback], max_steps=1)
-    err = capsys.readouterr().err
-    assert "FID samples (step 1)" in err and "4/4" in err
-    assert "NLL" in err and "2/2" in err
+    shown = {bar.desc: (bar.n, bar.total) for bar, enabled in bars if enabled}
+    assert shown == {"FID samples (step 1)": (4, 4), "NLL": (2, 2)}
 
 
 def test_callbacks_at_end_write_to_the_loggers(tmp_path, stub_inception):
