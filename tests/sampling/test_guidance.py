@@ -201,3 +201,29 @@ def test_guidance_errors_and_balanced_labels():
     assert balanced_labels(7, 3).tolist() == [0, 1, 2, 0, 1, 2, 0]
     with pytest.raises(ConfigError, match="num_classes"):
         balanced_labels(4, 0)
+
+
+def test_the_progress_bar_counts_both_halves_of_every_guided_call(monkeypatch):
+    from ddpm.sampling import iter_samples, loop
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total: int) -> None:
+            self.total, self.n = total, 0
+            bars.append(self)
+
+        def update(self, k: int) -> None:
+            self.n += k
+
+        def set_postfix_str(self, text: str) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(loop, "progress_bar", lambda enabled, description, total, leave: Bar(total))
+    sampler = make_sampler("ddim", LINEAR, steps=4, clip_denoised=False, guidance_scale=1.0)
+    cond = {"class_labels": torch.tensor([0, 1, 2, 0, 1])}
+    list(iter_samples(_oracle(), sampler, SHAPE, range(5), batch_size=2, cond=cond, progress=True))
+    assert bars[0].n == bars[0].total == 5 * 4 * 2
