@@ -23,7 +23,8 @@ Class-conditional models (``model.num_classes > 0``) follow the class-conditiona
 of each draw asks for class ``i % num_classes`` (``labels=auto``, i.e. balanced; ``labels=null`` draws
 unconditional samples from the null class), with classifier-free guidance at ``guidance_scale``
 (null: none); ``report.json``'s ``protocol.class_conditional`` records both. The reference statistics are
-those of the dataset's images, as for an unconditional model.
+those of the dataset's images, as for an unconditional model; the NLL is the unconditional one (the
+network given the null class).
 """
 
 from __future__ import annotations
