@@ -1,0 +1,132 @@
+"""The quickstart's cost and quality: ``experiment=quickstart`` against ``experiment=quickstart_fast``.
+
+Runs ``ddpm-train`` twice in subprocesses, each in its own run directory:
+
+* ``before``: ``experiment=quickstart`` as it was (1200 steps of L_simple, its 64-image grid with all
+  1000 ancestral steps), without the digits score callback it now has;
+* ``after``: ``experiment=quickstart_fast`` (600 steps of min-SNR L_simple, DPM-Solver++ grid, digits
+  score);
+
+and prints one JSON object with each run's wall time and CPU time (user + system of the subprocess)
+and the digits score (:mod:`ddpm.evaluation.digits_score`) of ``--num-samples`` EMA samples of its
+final checkpoint, drawn with that run's own grid sampler, beside as many real digits:
+
+    python benchmarks/quickstart_cost.py                        # both runs, 1,000 samples each
+    python benchmarks/quickstart_cost.py --runs after --num-samples 250
+    python benchmarks/quickstart_cost.py --score CKPT --sampler ancestral   # score one checkpoint
+
+Scoring 1,000 samples of ``before`` takes 1000 network calls at batch 1000 (about 35 CPU-minutes on
+one core): ``--num-samples`` trades that for a noisier Fréchet distance (compare at the same N).
+The time of a run includes Python's start-up and the digits classifier's training (``after`` only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# each run: (experiment, overrides); "before" is the quickstart as it was (no digits score callback)
+RUNS = {
+    "before": ("quickstart", ["~callbacks.digits_score"]),
+    "after": ("quickstart_fast", []),
+}
+# the grid sampler of each run, used again to score its checkpoint
+GRID_SAMPLER = {"before": ("ancestral", {}), "after": ("dpm_solver_pp_2m", {"steps": 20})}
+
+
+def train_run(name: str, out_dir: Path, threads: int | None) -> dict[str, Any]:
+    """``ddpm-train experiment=<RUNS[name]>``: wall and CPU seconds of the subprocess."""
+    experiment, overrides = RUNS[name]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    cmd = ["ddpm-train", f"experiment={experiment}", *overrides, f"hydra.run.dir={out_dir}"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    printed = [line for line in proc.stdout.splitlines() if line.startswith("Digits score")]
+    return {
+        "experiment": experiment,
+        "overrides": overrides,
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "printed_score": printed[-1] if printed else None,
+    }
+
+
+def score_checkpoint(ckpt: Path, sampler: str, settings: dict, num_samples: int, batch: int) -> dict:
+    """The digits score of ``num_samples`` EMA samples (seeds 0..N-1) of a ``ddpm-train`` checkpoint."""
+    from ddpm.evaluation.digits_score import digits_score
+    from ddpm.lightning.restore import load_module
+    from ddpm.sampling import sample
+
+    module = load_module(ckpt)
+    start = time.process_time()
+    images = sample(module.ema_net, module.diffusion, (1, 16, 16), num_samples, sampler=sampler,
+                    batch_size=batch, **settings)  # fmt: skip
+    score = digits_score(images).as_dict()
+    return {"sampler": sampler, **settings, "sampling_cpu_s": round(time.process_time() - start, 1), **score}
+
+
+def real_score(num_samples: int) -> dict:
+    from ddpm.callbacks.digits_score import real_digits
+    from ddpm.evaluation.digits_score import digits_score
+
+    return digits_score(real_digits(num_samples)).as_dict()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--runs", default="before,after", help="which runs (before, after)")
+    parser.add_argument("--num-samples", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=1000, help="images per network call when scoring")
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the runs")
+    parser.add_argument("--out", default=None, help="where the run directories go (default: a temp dir)")
+    parser.add_argument("--score", default=None, help="only score this checkpoint")
+    parser.add_argument("--sampler", default="dpm_solver_pp_2m", help="with --score: a sampler name")
+    parser.add_argument("--steps", type=int, default=None, help="with --score: sampler steps")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.score:
+        settings = {} if args.steps is None else {"steps": args.steps}
+        result = score_checkpoint(Path(args.score), args.sampler, settings, args.num_samples, args.batch)
+        print(json.dumps({"checkpoint": args.score, **result}))
+        return result
+    out = Path(args.out or tempfile.mkdtemp(prefix="quickstart_cost_"))
+    result: dict = {"benchmark": "quickstart_cost", "num_samples": args.num_samples, "threads": args.threads,
+                    "python": sys.version.split()[0], "torch": torch.__version__}  # fmt: skip
+    for name in args.runs.split(","):
+        run = train_run(name, out / name, args.threads)
+        sampler, settings = GRID_SAMPLER[name]
+        ckpt = out / name / "checkpoints" / "last.ckpt"
+        run["score"] = score_checkpoint(ckpt, sampler, settings, args.num_samples, args.batch)
+        result[name] = run
+        print(json.dumps({name: run}), file=sys.stderr)  # progress: each run as it finishes
+    result["real_digits"] = real_score(args.num_samples)
+    if "before" in result and "after" in result:
+        result["cpu_ratio_after_vs_before"] = round(result["after"]["cpu_s"] / result["before"]["cpu_s"], 3)
+        result["wall_ratio_after_vs_before"] = round(
+            result["after"]["wall_s"] / result["before"]["wall_s"], 3
+        )
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
