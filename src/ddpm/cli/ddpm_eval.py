@@ -61,6 +61,7 @@ from ddpm.evaluation.protocol import (
 )
 from ddpm.evaluation.reference_stats import describe_datamodule, split_dataset
 from ddpm.evaluation.report import spread, summary_lines
+from ddpm.evaluation.wandb_report import log_report
 from ddpm.io.atomic import atomic_write_json
 from ddpm.io.shards import ShardStore
 from ddpm.sampling.guidance import labels_for, with_guidance
@@ -226,6 +227,8 @@ def run_evaluation(cfg: DictConfig, device: torch.device, out_dir: Path) -> dict
         nll=nll,
     )
     write_outputs(job, report, out_dir, record.get("cache_hits", {}))
+    if rank_and_world()[0] == 0:
+        log_report(cfg.get("logger"), report, out_dir)  # logger=wandb: metrics, protocol, grid
     barrier()
     return report
 
