@@ -22,7 +22,7 @@ def tiny_unet(seed: int = 0) -> UNet:
         attn_resolutions=(4,),
         resolution=8,
         dropout=0.0,
-    )  # fmt: skip (dropout: inductor draws other masks than eager)
+    )  # no dropout: inductor draws other dropout masks than eager
     with torch.no_grad():  # the output conv is zero-initialised: make the outputs depend on every layer
         for param in net.parameters():
             param.add_(torch.randn_like(param) * 0.02)
