@@ -1,4 +1,6 @@
-"""LightningDataModules: batches are float32 [B, C, H, W] in [-1, 1], without labels.
+"""LightningDataModules: batches are float32 [B, C, H, W] in [-1, 1], without labels; with
+``data.class_labels=true`` (digits, CIFAR-10, image folders with class subfolders) they are pairs
+``(x0, {"class_labels": int64 [B]})`` for class-conditional training.
 
 * :class:`DigitsDataModule`: scikit-learn's 8x8 digits, embedded, no download (the default).
 * :class:`CIFAR10DataModule`: CIFAR-10 32x32 (downloads on demand).

@@ -229,6 +229,7 @@ class LSUNDataModule(DiffusionDataModule):
         random_flip: bool = True,
         seed: int = 0,
         val_batch_size: int | None = None,
+        class_labels: bool = False,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -238,6 +239,7 @@ class LSUNDataModule(DiffusionDataModule):
             random_flip=random_flip,
             seed=seed,
             val_batch_size=val_batch_size,
+            class_labels=class_labels,  # LSUN has none: true is refused in one line
         )
         if image_size < 1:
             raise ConfigError(f"data.image_size must be >= 1, got {image_size}")

@@ -5,13 +5,15 @@ Entry points: :func:`iter_samples` (the one sampling loop: batches of images fro
 :data:`SAMPLERS`, the same names as the Hydra ``sampler`` group). Classes: :class:`AncestralSampler`
 (DDPM, full or respaced chain), :class:`DDIMSampler` (eta in [0, 1]), :class:`DPMSolverPPSampler`
 (2M / 3M), :class:`HeunSampler` (EDM's Heun, deterministic or with churn). Inpainting by replacement
-conditioning: :func:`inpaint_replacement`.
+conditioning: :func:`inpaint_replacement`. Classifier-free guidance of any sampler:
+:func:`with_guidance` / ``make_sampler(..., guidance_scale=w)`` (:mod:`ddpm.sampling.guidance`).
 """
 
 from ddpm.sampling.ancestral import AncestralSampler
 from ddpm.sampling.base import Sampler, Trajectory
 from ddpm.sampling.ddim import DDIMSampler
 from ddpm.sampling.dpm_solver import DPMSolverPPSampler
+from ddpm.sampling.guidance import NULL_LABEL, GuidedSampler, with_guidance
 from ddpm.sampling.heun import HeunSampler
 from ddpm.sampling.inpaint import center_mask, inpaint_replacement
 from ddpm.sampling.loop import iter_samples, sample
@@ -21,11 +23,13 @@ from ddpm.sampling.respace import SpacedDiffusion
 from ddpm.sampling.spacing import SPACINGS, make_timesteps
 
 __all__ = [
+    "NULL_LABEL",
     "SAMPLERS",
     "SPACINGS",
     "AncestralSampler",
     "DDIMSampler",
     "DPMSolverPPSampler",
+    "GuidedSampler",
     "HeunSampler",
     "NoiseSource",
     "PerSampleNoise",
@@ -38,4 +42,5 @@ __all__ = [
     "make_sampler",
     "make_timesteps",
     "sample",
+    "with_guidance",
 ]
