@@ -212,3 +212,4 @@ def test_progress_bar_counts_optimizer_steps_of_the_whole_run(tmp_path):
     again = _train(tmp_path, ["trainer.max_steps=12", *on])  # resumed at step 8
     tqdm_bar = again["trainer"].progress_bar_callback.train_progress_bar
     assert (tqdm_bar.initial, tqdm_bar.n, tqdm_bar.total) == (8, 12, 12)
+    assert float(tqdm_bar.postfix.split("loss=")[1].split(",")[0]) > 0

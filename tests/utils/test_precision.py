@@ -37,3 +37,21 @@ def test_strict_fp32_inside_and_the_policy_back_outside(restore_tf32):
         assert torch.get_float32_matmul_precision() == "highest"
         assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     assert torch.get_float32_matmul_precision() == "high" and torch.backends.cudnn.allow_tf32
+
+
+def test_ddpm_train_applies_the_policy_on_gpu_machines_only(tmp_path, monkeypatch):
+    from ddpm.cli import ddpm_train
+    from tests.helpers import TINY, compose_train
+
+    class Applied(Exception):
+        pass
+
+    def record(value):
+        raise Applied(value)
+
+    monkeypatch.setattr(ddpm_train, "set_tf32_policy", record)
+    cfg = compose_train([*TINY, "trainer.max_steps=1", "float32_matmul_precision=highest"], tmp_path / "a")
+    ddpm_train.train(cfg)  # no GPU: CPU matmuls are left alone
+    monkeypatch.setattr(ddpm_train.torch.cuda, "is_available", lambda: True)
+    with pytest.raises(Applied, match="highest"):
+        ddpm_train.train(cfg)

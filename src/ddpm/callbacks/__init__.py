@@ -1,6 +1,7 @@
 """Training callbacks: sample grids, loss curve, in-loop FID/IS and NLL, the run config in checkpoints,
-the whole-run progress bar, the divergence guard and the preemption checkpoint."""
+the whole-run progress bar, the divergence guard, the preemption checkpoint, the digits score."""
 
+from ddpm.callbacks.digits_score import DigitsScoreCallback
 from ddpm.callbacks.divergence import DivergenceGuard
 from ddpm.callbacks.evaluation import FIDCallback
 from ddpm.callbacks.loss_curve import LossCurveCallback
@@ -11,6 +12,7 @@ from ddpm.callbacks.run_config import RunConfigCallback
 from ddpm.callbacks.sample_grid import SampleGridCallback
 
 __all__ = [
+    "DigitsScoreCallback",
     "DivergenceGuard",
     "FIDCallback",
     "LossCurveCallback",

@@ -57,5 +57,14 @@ class RunProgressBar(TQDMProgressBar):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Metrics are shown at the refreshes; nothing to close between epochs."""
 
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """Lightning's bar metrics plus the latest training loss (logged without ``prog_bar``, which
+        would copy it to the host every step), read here only when the bar refreshes."""
+        metrics = super().get_metrics(trainer, pl_module)
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:
+            metrics["loss"] = f"{float(loss):.4g}"
+        return metrics
+
 
 __all__ = ["RunProgressBar"]

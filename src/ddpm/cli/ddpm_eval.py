@@ -67,6 +67,7 @@ from ddpm.io.shards import ShardStore
 from ddpm.sampling.guidance import labels_for, with_guidance
 from ddpm.utils.config import config_dir
 from ddpm.utils.device import resolve_device
+from ddpm.utils.precision import set_tf32_policy
 from ddpm.weights import get_preset, load_model
 from ddpm.weights.released import LoadedModel
 
@@ -237,8 +238,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """The ``ddpm-eval`` task: join the process group, pick the device and the mode, run it."""
     setup_distributed()
     device = resolve_device(cfg.device)
-    if device.type == "cuda" and cfg.get("float32_matmul_precision"):
-        torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    if device.type == "cuda":
+        set_tf32_policy(cfg.get("float32_matmul_precision"))  # the Inception stays strict fp32 anyway
     out_dir = output_directory(cfg)
     if cfg.mode == "check_inception":
         return run_checks(cfg, device, out_dir)

@@ -33,6 +33,7 @@ from ddpm.errors import ConfigError, DivergenceError
 from ddpm.io.checkpoint_file import read_lightning_checkpoint
 from ddpm.lightning.resume import resume_checkpoint
 from ddpm.utils.config import config_dir, instantiate_dict
+from ddpm.utils.precision import set_tf32_policy
 from ddpm.utils.wandb_run import attach_kept_run_id
 from ddpm.weights.transfer import init_from_weights
 
@@ -130,8 +131,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     Returns the final callback metrics and the objects built (trainer, module, datamodule).
     """
-    if torch.cuda.is_available() and cfg.get("float32_matmul_precision"):
-        torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    if torch.cuda.is_available():
+        set_tf32_policy(cfg.get("float32_matmul_precision"))  # matmuls and cuDNN convolutions alike
     L.seed_everything(cfg.seed, workers=True)
 
     output_dir = Path(cfg.paths.output_dir)
