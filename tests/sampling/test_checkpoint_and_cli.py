@@ -143,6 +143,15 @@ def test_ddpm_sample_writes_png_and_npz_reproducibly(tiny_checkpoint, tmp_path):
         sample_app(compose_sample([*common, "save_png=false", f"output_dir={tmp_path}/c"]))
 
 
+@pytest.mark.slow
+def test_ddpm_sample_compiled_equals_eager(tiny_checkpoint, tmp_path):
+    common = [f"ckpt_path={tiny_checkpoint}", "sampler=ddim", "sampler.steps=4", "progress=false"]
+    common += ["num_samples=4", "batch_size=4"]
+    eager = sample_app(compose_sample([*common, f"output_dir={tmp_path}/eager"]))
+    compiled = sample_app(compose_sample([*common, "compile=true", f"output_dir={tmp_path}/compiled"]))
+    torch.testing.assert_close(compiled["images"], eager["images"], rtol=0, atol=1e-4)
+
+
 def test_ddpm_sample_cli(tiny_checkpoint, tmp_path):
     proc = run_cli(
         [

@@ -30,6 +30,7 @@ from ddpm.io.atomic import atomic_write
 from ddpm.models.shape import image_shape_of
 from ddpm.sampling import iter_samples
 from ddpm.sampling.guidance import LABELS_KEY, labels_for, with_guidance
+from ddpm.utils.compile import compile_for_sampling
 from ddpm.utils.config import config_dir
 from ddpm.utils.device import resolve_device
 from ddpm.utils.images import save_image_grid, to_uint8
@@ -79,8 +80,9 @@ def generate_images(cfg: DictConfig) -> dict[str, Any]:
     log.info(
         "Sampling %d images %s with %s (%d network calls each)", len(seeds), shape, name, sampler.num_steps
     )
+    model = compile_for_sampling(net.eval()) if cfg.get("compile") else net
     batches = iter_samples(
-        net,
+        model,
         sampler,
         shape,
         seeds,
