@@ -54,6 +54,16 @@ def run_eval(overrides, out_dir):
     return evaluate(compose_train(overrides, out_dir, config_name="eval"))
 
 
+@pytest.mark.slow
+def test_compiled_generation_gives_the_same_report(tmp_path, checkpoint, inception_path):
+    overrides = eval_overrides(
+        checkpoint, inception_path, tmp_path / "cache", **{"metrics.nll.enabled": "false"}
+    )
+    eager = run_eval(overrides, tmp_path / "eager")
+    compiled = run_eval([*overrides, "compile=true"], tmp_path / "compiled")
+    assert compiled["metrics"] == pytest.approx(eager["metrics"], rel=1e-3)
+
+
 class Killed(Exception):
     pass
 

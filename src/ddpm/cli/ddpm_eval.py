@@ -65,6 +65,7 @@ from ddpm.evaluation.wandb_report import log_report
 from ddpm.io.atomic import atomic_write_json
 from ddpm.io.shards import ShardStore
 from ddpm.sampling.guidance import labels_for, with_guidance
+from ddpm.utils.compile import compile_for_sampling
 from ddpm.utils.config import config_dir
 from ddpm.utils.device import resolve_device
 from ddpm.utils.precision import set_tf32_policy
@@ -142,7 +143,9 @@ def prepare(cfg: DictConfig, settings: EvalSettings, device: torch.device) -> Ev
     spec = cfg.get("labels")
     spec = ("balanced" if num_classes else None) if spec == "auto" else spec
     labels = labels_for(spec, settings.generation.num_samples, num_classes, scale)
-    return EvalJob(loaded, net, diffusion, sampler, datamodule=datamodule, device=device, labels=labels)
+    job = EvalJob(loaded, net, diffusion, sampler, datamodule=datamodule, device=device, labels=labels)
+    job.sampling_net = compile_for_sampling(net) if cfg.get("compile") else None
+    return job
 
 
 def run_checks(cfg: DictConfig, device: torch.device, out_dir: Path) -> dict[str, Any]:

@@ -90,6 +90,8 @@ class EvalJob:
     digest: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     labels: Tensor | None = None
+    # the network call used for sampling when it differs from ``net`` (ddpm-eval compile=true)
+    sampling_net: nn.Module | None = None
 
     def __post_init__(self) -> None:
         self.digest = self.digest or module_digest(self.net)
@@ -144,7 +146,7 @@ def generate_stage(
     store = sample_store(out_dir / "samples", fingerprint, settings)
     with timed(job, "generation_s"):
         mine = generate_shards(
-            job.net,
+            job.sampling_net or job.net,
             job.sampler,
             store,
             image_shape=job.loaded.image_shape,
