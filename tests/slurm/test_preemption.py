@@ -45,6 +45,7 @@ def test_preempted_job_requeues_resumes_and_ends_bit_identical(slurm, tmp_path):
         ["ddpm-train", *TRAIN, *STEPS, *step_log(tmp_path / "ref_steps"), f"paths.root_dir={tmp_path}/ref"],
         cwd=REPO_ROOT,
         timeout=600,
+        env={"OMP_NUM_THREADS": "1"},  # as the SLURM job: bit-exact needs equal thread counts
     )
     assert reference.returncode == 0, reference.stderr[-4000:]
 

@@ -32,6 +32,7 @@ def test_srun_two_tasks_equal_lightning_ddp(slurm, tmp_path):
         ["ddpm-train", *TRAIN, *STEPS, *own_ddp],
         cwd=REPO_ROOT,
         timeout=600,
+        env={"OMP_NUM_THREADS": "1"},  # as the SLURM job: bit-exact needs equal thread counts
     )
     assert local.returncode == 0, local.stderr[-4000:]
 
