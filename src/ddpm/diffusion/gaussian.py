@@ -252,20 +252,29 @@ class GaussianDiffusion(nn.Module):
         """
         mean_part, var_part = self.split_output(model_output)
         variance, log_variance = self.reverse_variance(t, x_t, var_part)
-        pred_x0 = self.x0_from_prediction(x_t, t, mean_part)
-        if clip_denoised:
-            pred_x0 = pred_x0.clamp(-1.0, 1.0)
+        pred_x0, pred_eps = self.predict_x0_eps(model_output, x_t, t, clip_denoised)
         if self.mean_type == "mu":
             mean = mean_part
         else:
             mean, _, _ = self.q_posterior(pred_x0, x_t, t)
+        return ReverseParams(mean, variance, log_variance, pred_x0, pred_eps)
+
+    def predict_x0_eps(
+        self, model_output: Tensor, x_t: Tensor, t: Tensor, clip_denoised: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        """``(pred_x0, pred_eps)`` of :meth:`p_mean_variance` without its mean and variance (DDIM's
+        update, eq. 12, needs only these): x_0 optionally clipped, eps consistent with it when clipped."""
+        mean_part, _ = self.split_output(model_output)
+        pred_x0 = self.x0_from_prediction(x_t, t, mean_part)
+        if clip_denoised:
+            pred_x0 = pred_x0.clamp(-1.0, 1.0)
         if clip_denoised or self.mean_type in ("x0", "mu"):
             pred_eps = self.eps_from_x0(x_t, t, pred_x0)
         elif self.mean_type == "eps":
             pred_eps = mean_part
         else:
             pred_eps = self.eps_from_v(x_t, t, mean_part)
-        return ReverseParams(mean, variance, log_variance, pred_x0, pred_eps)
+        return pred_x0, pred_eps
 
     def x0_from_prediction(self, x_t: Tensor, t: Tensor, mean_part: Tensor) -> Tensor:
         """The x_0 implied by the mean half of a network output for this ``mean_type`` (unclipped)."""

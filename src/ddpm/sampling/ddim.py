@@ -73,8 +73,7 @@ class DDIMSampler(ChainSampler):
     ) -> tuple[Tensor, Tensor]:
         """(x0_hat, eps_hat) of the network at ORIGINAL timestep t."""
         tt = full_timestep(t, x_t)
-        params = self.diffusion.p_mean_variance(model(x_t, tt, **(cond or {})), x_t, tt, self.clip_denoised)
-        return params.pred_x0, params.pred_eps
+        return self.diffusion.predict_x0_eps(model(x_t, tt, **(cond or {})), x_t, tt, self.clip_denoised)
 
     def step_coefficients(self, i: int, eta: float | None = None) -> tuple[float, float, float]:
         """(sqrt(abar_s), sqrt(1 - abar_s - sigma^2), sigma) of the step from S_i to S_{i-1} (eqs. 12, 16)."""
@@ -118,8 +117,8 @@ class DDIMSampler(ChainSampler):
     def _eps_and_x0(self, model: Model, x: Tensor, t: int, cond: Cond | None) -> tuple[Tensor, Tensor]:
         """Unclipped (eps_hat, x0_hat) of the network at (x, ORIGINAL timestep t), for encoding."""
         tt = full_timestep(t, x)
-        params = self.diffusion.p_mean_variance(model(x, tt, **(cond or {})), x, tt, False)
-        return params.pred_eps, params.pred_x0
+        pred_x0, pred_eps = self.diffusion.predict_x0_eps(model(x, tt, **(cond or {})), x, tt, False)
+        return pred_eps, pred_x0
 
     @torch.no_grad()
     def encode(

@@ -122,7 +122,7 @@ class DPMSolverPPSampler(ChainSampler):
         """The data prediction D = x0_theta(x_t, t) at ORIGINAL timestep t (clipped if ``clip_denoised``)."""
         tt = full_timestep(t, x_t)
         out = model(x_t, tt, **(cond or {}))
-        return self.diffusion.p_mean_variance(out, x_t, tt, self.clip_denoised).pred_x0
+        return self.diffusion.predict_x0_eps(out, x_t, tt, self.clip_denoised)[0]
 
     @torch.no_grad()
     def sample_from(

@@ -8,7 +8,7 @@ sqrt(1 - abar_t) n is that x scaled by sqrt(abar_t):
     sigma_t = sqrt((1 - abar_t) / abar_t),  x_edm = x_t / sqrt(abar_t),  D(x_edm; sigma_t) = x0_theta(x_t, t):
 
 the data prediction of the network at x_t = x_edm / sqrt(1 + sigma_t^2) (eps, x_0, v or mu predictions go
-through :meth:`GaussianDiffusion.p_mean_variance`; a learned variance half is ignored). The network only
+through :meth:`GaussianDiffusion.predict_x0_eps`; a learned variance half is ignored). The network only
 knows its T discrete sigmas, so every sigma the sampler evaluates is rounded to the nearest of them
 (smallest |sigma - sigma_t|), as EDM's ``iDDPMPrecond.round_sigma`` does: the step sigmas and the churned
 sigma_hat are grid points and D is evaluated exactly where it was trained. The ODE is then solved between
@@ -160,7 +160,7 @@ class HeunSampler(ChainSampler):
         tt = full_timestep(t, x)
         x_t = x * float(self._sqrt_abar[t])
         out = model(x_t, tt, **(cond or {}))
-        return self.diffusion.p_mean_variance(out, x_t, tt, self.clip_denoised).pred_x0.to(x.dtype)
+        return self.diffusion.predict_x0_eps(out, x_t, tt, self.clip_denoised)[0].to(x.dtype)
 
     def step(
         self, model: Model, x: Tensor, i: int, noise: NoiseSource | None, cond: Cond | None
