@@ -31,6 +31,8 @@ class DivergenceGuard(L.Callback):
     whose weights are not all finite is refused, so ModelCheckpoint's ``save_top_k`` can never replace a
     good checkpoint by a bad one.
 
+    The gradient norm is the one the module computed for clipping (``pl_module.last_grad_norm``, as
+    :class:`~ddpm.lightning.DDPMLitModule` keeps it); a module without it has its loss watched only.
     Lightning's ``EarlyStopping(check_finite=True)`` only looks at a monitored metric when it validates
     (thousands of steps later, after checkpoints of NaN weights were saved) and ``SpikeDetection`` syncs
     every step and guards no checkpoint, hence this callback. Under ``16-mixed`` precision non-finite
@@ -43,22 +45,15 @@ class DivergenceGuard(L.Callback):
         self.check_every_n_steps = int(check_every_n_steps)
         self._flags: list[tuple[int, str, Tensor]] = []  # (step, quantity, "is not finite" on the device)
 
-    def on_before_optimizer_step(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
-    ) -> None:
-        if str(trainer.precision).startswith("16"):
-            return
-        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        if grads:
-            norm = torch.nn.utils.get_total_norm(grads)
-            self._flags.append((trainer.global_step + 1, "gradient norm", ~torch.isfinite(norm)))
-
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, Tensor):
             self._flags.append((trainer.global_step, "train/loss", ~torch.isfinite(loss.detach())))
+        norm = getattr(pl_module, "last_grad_norm", None)  # the module's own clipping norm: not recomputed
+        if isinstance(norm, Tensor) and not str(trainer.precision).startswith("16"):
+            self._flags.append((trainer.global_step, "gradient norm", ~torch.isfinite(norm)))
         if trainer.global_step % self.check_every_n_steps == 0:
             self.check(trainer)
 

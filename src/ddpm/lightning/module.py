@@ -100,6 +100,7 @@ class DDPMLitModule(L.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         net.to(memory_format=self.memory_format)
         self.ema = EMA(net, ema_decay)
+        self.last_grad_norm: Tensor | None = None  # the pre-clipping gradient norm of the latest step
         self.ema.requires_grad_(False)
         if compile:
             net.compile()  # after the EMA's deep copy: the EMA network stays eager
@@ -159,6 +160,7 @@ class DDPMLitModule(L.LightningModule):
             norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
         else:
             norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        self.last_grad_norm = norm.detach()  # read by the divergence guard (no host sync here)
         self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
     # ------------------------------------------------------------------ validation
