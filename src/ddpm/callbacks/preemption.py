@@ -26,17 +26,11 @@ from typing import Any
 
 import lightning as L
 
+from ddpm.utils.slurm import slurm_job_id
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "preempted.ckpt"
-
-
-def slurm_job_id() -> str | None:
-    """The id ``scontrol requeue`` takes for this job (``<array job>_<task>`` for array jobs), if any."""
-    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array_job and task:
-        return f"{array_job}_{task}"
-    return os.environ.get("SLURM_JOB_ID")
 
 
 def requeue_slurm_job(job_id: str) -> bool:
@@ -126,4 +120,4 @@ class PreemptionCheckpoint(L.Callback):
             log.info("requeued SLURM job %s", job)
 
 
-__all__ = ["CHECKPOINT_NAME", "PreemptionCheckpoint", "requeue_slurm_job", "slurm_job_id"]
+__all__ = ["CHECKPOINT_NAME", "PreemptionCheckpoint", "requeue_slurm_job"]

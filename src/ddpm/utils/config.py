@@ -18,7 +18,6 @@ points, the tests' compose helpers) imports it first:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddpm.diffusion.gaussian import output_channels_factor
 from ddpm.errors import ConfigError
+from ddpm.utils.slurm import slurm_job_id
 
 
 def out_channels_for(in_channels: int, var_type: str) -> int:
@@ -36,10 +36,7 @@ def out_channels_for(in_channels: int, var_type: str) -> int:
 
 def slurm_run_id(default: str) -> str:
     """``slurm-<job id>`` (``slurm-<array job>_<task>`` for array jobs) inside SLURM, else ``default``."""
-    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array_job and task:
-        return f"slurm-{array_job}_{task}"
-    job = os.environ.get("SLURM_JOB_ID")
+    job = slurm_job_id()
     return f"slurm-{job}" if job else str(default)
 
 
