@@ -32,7 +32,7 @@ from ddpm.cli.task_wrapper import run_task
 from ddpm.errors import ConfigError, DivergenceError
 from ddpm.io.checkpoint_file import read_lightning_checkpoint
 from ddpm.lightning.resume import resume_checkpoint
-from ddpm.utils.config import config_dir, instantiate_dict
+from ddpm.utils.config import config_dir, in_multirun, instantiate_dict
 from ddpm.utils.precision import set_tf32_policy
 from ddpm.utils.wandb_run import attach_kept_run_id
 from ddpm.weights.transfer import init_from_weights
@@ -96,14 +96,6 @@ def training_callbacks(cfg: DictConfig) -> list[L.Callback]:
     if cfg.trainer.get("enable_progress_bar", True):
         return callbacks
     return [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
-
-
-def in_multirun() -> bool:
-    """True inside a job of a Hydra multirun (a sweep)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def train_job(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:

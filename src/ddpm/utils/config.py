@@ -40,12 +40,19 @@ def slurm_run_id(default: str) -> str:
     return f"slurm-{job}" if job else str(default)
 
 
-def wandb_group(task_name: str) -> str:
-    """``task_name`` for a single run; ``task_name/<sweep directory name>`` for the jobs of a multirun."""
+def in_multirun() -> bool:
+    """True inside a job of a Hydra multirun (a sweep)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def wandb_group(task_name: str) -> str:
+    """``task_name`` for a single run; ``task_name/<sweep directory name>`` for the jobs of a multirun."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not in_multirun():
         return str(task_name)
     return f"{task_name}/{Path(str(HydraConfig.get().sweep.dir)).name}"
 
