@@ -1,23 +1,24 @@
-"""The quickstart's cost and quality: ``experiment=quickstart`` against ``experiment=quickstart_fast``.
+"""The quickstart's cost and quality: ``experiment=quickstart`` against the recipe it replaced.
 
 Runs ``ddpm-train`` twice in subprocesses, each in its own run directory:
 
-* ``before``: ``experiment=quickstart`` as it was (1200 steps of L_simple, its 64-image grid with all
-  1000 ancestral steps), without the digits score callback it now has;
-* ``after``: ``experiment=quickstart_fast`` (600 steps of min-SNR L_simple, DPM-Solver++ grid, digits
-  score);
+* ``before``: the quickstart as it was (1200 steps of L_simple on the linear schedule, a ``ch_mult
+  [1, 2, 2]`` net, EMA 0.995, its 64-image grid with all 1000 ancestral steps), without the digits score;
+* ``after``: ``experiment=quickstart`` as it is (cosine schedule, min-SNR-5, ``ch_mult [1, 1, 2]``, 800
+  steps, EMA 0.99, 100-step ancestral grid, the digits score of 256 samples printed at the end);
 
 and prints one JSON object with each run's wall time and CPU time (user + system of the subprocess)
 and the digits score (:mod:`ddpm.evaluation.digits_score`) of ``--num-samples`` EMA samples of its
-final checkpoint, drawn with that run's own grid sampler, beside as many real digits:
+final checkpoint, drawn with the sampler of that run's own grid, beside as many real digits:
 
     python benchmarks/quickstart_cost.py                        # both runs, 1,000 samples each
     python benchmarks/quickstart_cost.py --runs after --num-samples 250
-    python benchmarks/quickstart_cost.py --score CKPT --sampler ancestral   # score one checkpoint
+    python benchmarks/quickstart_cost.py --score CKPT --sampler ancestral --steps 100  # score one checkpoint
 
-Scoring 1,000 samples of ``before`` takes 1000 network calls at batch 1000 (about 35 CPU-minutes on
-one core): ``--num-samples`` trades that for a noisier Fréchet distance (compare at the same N).
-The time of a run includes Python's start-up and the digits classifier's training (``after`` only).
+Scoring 1,000 samples of ``before`` takes 1000 network calls at batch 1000 (about 15 minutes on 2 cores):
+``--num-samples`` trades that for a noisier Fréchet distance (compare at the same N).
+The time of a run includes Python's start-up and, for ``after``, the digits classifier's training and
+its score.
 """
 
 from __future__ import annotations
@@ -35,13 +36,10 @@ from typing import Any
 
 import torch
 
-# each run: (experiment, overrides); "before" is the quickstart as it was (no digits score callback)
-RUNS = {
-    "before": ("quickstart", ["~callbacks.digits_score"]),
-    "after": ("quickstart_fast", []),
-}
-# the grid sampler of each run, used again to score its checkpoint
-GRID_SAMPLER = {"before": ("ancestral", {}), "after": ("dpm_solver_pp_2m", {"steps": 20})}
+# each run: (experiment, overrides); "before" is the quickstart's earlier recipe (no digits score callback)
+BEFORE = ["diffusion=linear", "module=ddpm", "sampler=ancestral", "model.ch_mult=[1,2,2]",
+          "trainer.max_steps=1200", "module.ema_decay=0.995", "~callbacks.digits_score"]  # fmt: skip
+RUNS = {"before": ("quickstart", BEFORE), "after": ("quickstart", [])}
 
 
 def train_run(name: str, out_dir: Path, threads: int | None) -> dict[str, Any]:
@@ -69,18 +67,35 @@ def train_run(name: str, out_dir: Path, threads: int | None) -> dict[str, Any]:
     }
 
 
+def run_grid_sampler(run_dir: Path) -> tuple[str, dict]:
+    """The sampler config of a run's sample grid (``sampler`` in its ``.hydra/config.yaml``), as
+    (name-or-target, settings): the run is scored with the sampler its grid used."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml").sampler)
+    target = cfg.pop("_target_")
+    cfg.pop("_partial_", None)
+    return target, cfg
+
+
 def score_checkpoint(ckpt: Path, sampler: str, settings: dict, num_samples: int, batch: int) -> dict:
-    """The digits score of ``num_samples`` EMA samples (seeds 0..N-1) of a ``ddpm-train`` checkpoint."""
+    """The digits score of ``num_samples`` EMA samples (seeds 0..N-1) of a ``ddpm-train`` checkpoint.
+
+    ``sampler``: a sampler name (:data:`ddpm.sampling.SAMPLERS`) or a sampler class's import path."""
+    from hydra.utils import get_class
+
     from ddpm.evaluation.digits_score import digits_score
     from ddpm.lightning.restore import load_module
     from ddpm.sampling import sample
 
     module = load_module(ckpt)
+    chosen = get_class(sampler)(module.diffusion, **settings) if "." in sampler else sampler
     start = time.process_time()
-    images = sample(module.ema_net, module.diffusion, (1, 16, 16), num_samples, sampler=sampler,
-                    batch_size=batch, **settings)  # fmt: skip
+    images = sample(module.ema_net, module.diffusion, (1, 16, 16), num_samples, sampler=chosen,
+                    batch_size=batch, **({} if "." in sampler else settings))  # fmt: skip
     score = digits_score(images).as_dict()
-    return {"sampler": sampler, **settings, "sampling_cpu_s": round(time.process_time() - start, 1), **score}
+    name = sampler.rsplit(".", 1)[-1]
+    return {"sampler": name, **settings, "sampling_cpu_s": round(time.process_time() - start, 1), **score}
 
 
 def real_score(num_samples: int) -> dict:
@@ -113,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "python": sys.version.split()[0], "torch": torch.__version__}  # fmt: skip
     for name in args.runs.split(","):
         run = train_run(name, out / name, args.threads)
-        sampler, settings = GRID_SAMPLER[name]
+        sampler, settings = run_grid_sampler(out / name)
         ckpt = out / name / "checkpoints" / "last.ckpt"
         run["score"] = score_checkpoint(ckpt, sampler, settings, args.num_samples, args.batch)
         result[name] = run

@@ -38,3 +38,15 @@ def test_other_image_sizes_are_refused_in_one_line(tmp_path):
     cfg = compose_train([*TINY, "data.image_size=8", "model.resolution=8", *CALLBACK], tmp_path)
     with pytest.raises(ConfigError, match="data=digits data.image_size=16"):
         train(cfg)
+
+
+def test_quickstart_scores_the_samples_its_grid_shows(tmp_path):
+    """The quickstart's score is of the grid's sampler (100 ancestral steps), not a cheaper stand-in."""
+    from hydra.utils import instantiate
+
+    cfg = compose_train(["experiment=quickstart"], tmp_path)
+    diffusion = instantiate(cfg.diffusion)
+    scored = instantiate(cfg.callbacks.digits_score).sampler_factory(diffusion)
+    shown = instantiate(cfg.callbacks.sample_grid).sampler_factory(diffusion)
+    assert type(scored) is type(shown) and scored.timesteps == shown.timesteps
+    assert type(scored).__name__ == "AncestralSampler" and len(scored.timesteps) == 100
