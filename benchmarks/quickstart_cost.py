@@ -15,7 +15,7 @@ final checkpoint, drawn with the sampler of that run's own grid, beside as many 
     python benchmarks/quickstart_cost.py --runs after --num-samples 250
     python benchmarks/quickstart_cost.py --score CKPT --sampler ancestral --steps 100  # score one checkpoint
 
-Scoring 1,000 samples of ``before`` takes 1000 network calls at batch 1000 (about 15 minutes on 2 cores):
+Scoring 1,000 samples of ``before`` takes 1000 network calls at batch 1000 (about 20 minutes on 2 cores):
 ``--num-samples`` trades that for a noisier Fréchet distance (compare at the same N).
 The time of a run includes Python's start-up and, for ``after``, the digits classifier's training and
 its score.
