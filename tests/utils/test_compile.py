@@ -6,31 +6,13 @@ import torch
 
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.lightning import DDPMLitModule
-from ddpm.models import UNet
 from ddpm.sampling import sample
 from ddpm.utils.compile import CompiledDenoiser, compile_for_sampling, default_mode
-
-
-def tiny_unet(seed: int = 0) -> UNet:
-    torch.manual_seed(seed)
-    net = UNet(
-        in_channels=1,
-        out_channels=1,
-        ch=32,
-        ch_mult=(1, 2),
-        num_res_blocks=1,
-        attn_resolutions=(4,),
-        resolution=8,
-        dropout=0.0,
-    )  # no dropout: inductor draws other dropout masks than eager
-    with torch.no_grad():  # the output conv is zero-initialised: make the outputs depend on every layer
-        for param in net.parameters():
-            param.add_(torch.randn_like(param) * 0.02)
-    return net
+from tests.evaluation.helpers import tiny_unet
 
 
 def test_sampling_compile_mode_by_device_and_bad_modes_refused():
-    net = tiny_unet()
+    net = tiny_unet(channels=1)
     assert default_mode(net) == "default"  # CUDA graphs only for CUDA weights
     model = compile_for_sampling(net)
     assert isinstance(model, CompiledDenoiser) and model.net is net and not model.cudagraphs
@@ -42,8 +24,8 @@ def test_sampling_compile_mode_by_device_and_bad_modes_refused():
 @pytest.mark.slow
 def test_compiled_training_loss_and_gradients_equal_eager():
     diffusion = GaussianDiffusion(num_timesteps=100)
-    eager = DDPMLitModule(tiny_unet(), diffusion)
-    compiled = DDPMLitModule(tiny_unet(), diffusion, compile=True)
+    eager = DDPMLitModule(tiny_unet(channels=1), diffusion)
+    compiled = DDPMLitModule(tiny_unet(channels=1), diffusion, compile=True)
     compiled.load_state_dict(eager.state_dict())
     x0 = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     for step in range(2):  # the second call runs the cached graph
@@ -61,7 +43,7 @@ def test_compiled_training_loss_and_gradients_equal_eager():
 @pytest.mark.slow
 @pytest.mark.parametrize(("sampler", "steps"), [("ddim", 6), ("dpm_solver_pp_2m", 6)])
 def test_compiled_sampling_equals_eager(sampler, steps):
-    net = tiny_unet().eval()
+    net = tiny_unet(channels=1).eval()
     diffusion = GaussianDiffusion(num_timesteps=100)
     kwargs = {"num_samples": 5, "sampler": sampler, "steps": steps}
     eager = sample(net, diffusion, (1, 8, 8), **kwargs)
