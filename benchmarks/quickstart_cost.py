@@ -24,6 +24,7 @@ its score.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,35 +69,31 @@ def train_run(name: str, out_dir: Path, threads: int | None) -> dict[str, Any]:
     }
 
 
-def run_grid_sampler(run_dir: Path) -> tuple[str, dict]:
-    """The sampler config of a run's sample grid (``sampler`` in its ``.hydra/config.yaml``), as
-    (name-or-target, settings): the run is scored with the sampler its grid used."""
+def run_grid_sampler(run_dir: Path) -> tuple[Callable, dict]:
+    """The sampler of a run's sample grid (``sampler`` in its ``.hydra/config.yaml``): a factory
+    ``sampler(diffusion)`` and its name and settings for the report (a run is scored with its grid's
+    sampler)."""
+    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml").sampler)
-    target = cfg.pop("_target_")
-    cfg.pop("_partial_", None)
-    return target, cfg
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml").sampler
+    settings = {k: v for k, v in OmegaConf.to_container(cfg).items() if not k.startswith("_")}
+    return instantiate(cfg), {"sampler": cfg._target_.rsplit(".", 1)[-1], **settings}
 
 
-def score_checkpoint(ckpt: Path, sampler: str, settings: dict, num_samples: int, batch: int) -> dict:
-    """The digits score of ``num_samples`` EMA samples (seeds 0..N-1) of a ``ddpm-train`` checkpoint.
-
-    ``sampler``: a sampler name (:data:`ddpm.sampling.SAMPLERS`) or a sampler class's import path."""
-    from hydra.utils import get_class
-
+def score_checkpoint(ckpt: Path, make_sampler: Callable, label: dict, num_samples: int, batch: int) -> dict:
+    """The digits score of ``num_samples`` EMA samples (seeds 0..N-1) of a ``ddpm-train`` checkpoint, drawn
+    with ``make_sampler(diffusion)``; ``label`` (the sampler's name and settings) heads the result."""
     from ddpm.evaluation.digits_score import digits_score
     from ddpm.lightning.restore import load_module
     from ddpm.sampling import sample
 
     module = load_module(ckpt)
-    chosen = get_class(sampler)(module.diffusion, **settings) if "." in sampler else sampler
     start = time.process_time()
-    images = sample(module.ema_net, module.diffusion, (1, 16, 16), num_samples, sampler=chosen,
-                    batch_size=batch, **({} if "." in sampler else settings))  # fmt: skip
+    images = sample(module.ema_net, module.diffusion, (1, 16, 16), num_samples,
+                    sampler=make_sampler(module.diffusion), batch_size=batch)  # fmt: skip
     score = digits_score(images).as_dict()
-    name = sampler.rsplit(".", 1)[-1]
-    return {"sampler": name, **settings, "sampling_cpu_s": round(time.process_time() - start, 1), **score}
+    return {**label, "sampling_cpu_s": round(time.process_time() - start, 1), **score}
 
 
 def real_score(num_samples: int) -> dict:
@@ -119,8 +117,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.score:
+        from ddpm.sampling import make_sampler
+
         settings = {} if args.steps is None else {"steps": args.steps}
-        result = score_checkpoint(Path(args.score), args.sampler, settings, args.num_samples, args.batch)
+        label = {"sampler": args.sampler, **settings}
+        build = functools.partial(make_sampler, args.sampler, **settings)
+        result = score_checkpoint(Path(args.score), build, label, args.num_samples, args.batch)
         print(json.dumps({"checkpoint": args.score, **result}))
         return result
     out = Path(args.out or tempfile.mkdtemp(prefix="quickstart_cost_"))
@@ -128,9 +130,9 @@ def main(argv: list[str] | None = None) -> dict:
                     "python": sys.version.split()[0], "torch": torch.__version__}  # fmt: skip
     for name in args.runs.split(","):
         run = train_run(name, out / name, args.threads)
-        sampler, settings = run_grid_sampler(out / name)
+        build, label = run_grid_sampler(out / name)
         ckpt = out / name / "checkpoints" / "last.ckpt"
-        run["score"] = score_checkpoint(ckpt, sampler, settings, args.num_samples, args.batch)
+        run["score"] = score_checkpoint(ckpt, build, label, args.num_samples, args.batch)
         result[name] = run
         print(json.dumps({name: run}), file=sys.stderr)  # progress: each run as it finishes
     result["real_digits"] = real_score(args.num_samples)
