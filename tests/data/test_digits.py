@@ -35,6 +35,26 @@ def test_digits_value_range_background_and_ink():
     assert (up[:, :, 0, 0] == -1.0).float().mean() > 0.9  # corners are background
 
 
+def test_resize_digits_is_the_datas_own_resize():
+    """An 8x8 digit (or sample) resized to 16x16 is exactly the data's 16x16 digit; the resize is
+    torch's bilinear interpolation with half-pixel centres, clamped (checked against numpy)."""
+    from ddpm.data.digits import resize_digits
+
+    small, big = load_digit_images(8), load_digit_images(16)
+    assert torch.equal(resize_digits(small, 16), big)
+    assert torch.equal(resize_digits(big, 16), big) and resize_digits(big, 16) is not big
+    # bilinear, align_corners=False, by hand: output pixel i samples the input at (i + 0.5) / 2 - 0.5
+    x = small[:5, 0].double().numpy()
+    pos = np.clip((np.arange(16) + 0.5) / 2 - 0.5, 0, 7)
+    lo, frac = np.floor(pos).astype(int), pos - np.floor(pos)
+    hi = np.minimum(lo + 1, 7)
+    rows = x[:, lo] * (1 - frac)[None, :, None] + x[:, hi] * frac[None, :, None]
+    ref = rows[:, :, lo] * (1 - frac) + rows[:, :, hi] * frac
+    np.testing.assert_allclose(big[:5, 0].numpy(), np.clip(ref, -1, 1), atol=1e-6)
+    samples = torch.linspace(-1.5, 1.5, 2 * 64).view(2, 1, 8, 8)  # out-of-range samples are clamped
+    assert resize_digits(samples, 16).abs().max() == 1.0
+
+
 def test_digits_split_is_deterministic_and_disjoint():
     a, b = DigitsDataModule(batch_size=8), DigitsDataModule(batch_size=8, seed=123)
     a.setup(), b.setup()

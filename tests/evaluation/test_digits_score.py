@@ -78,5 +78,13 @@ def test_predict_returns_labels_and_probabilities(splits):
 
 
 def test_wrong_shape_is_refused():
-    with pytest.raises(ValueError, match=r"\[N, 1, 16, 16\]"):
-        ds.predict(torch.zeros(2, 3, 16, 16))
+    for bad in (torch.zeros(2, 3, 16, 16), torch.zeros(2, 1, 16, 8), torch.zeros(16, 16)):
+        with pytest.raises(ValueError, match=r"\[N, 1, S, S\]"):
+            ds.predict(bad)
+
+
+def test_8x8_images_are_scored_as_the_data_resizes_them():
+    """8x8 digits score exactly as their 16x16 versions: the score resizes like the data does."""
+    small, big = load_digit_images(8)[::4], load_digit_images(16)[::4]
+    assert ds.digits_score(small) == ds.digits_score(big)
+    assert torch.equal(ds.predict_proba(small), ds.predict_proba(big))

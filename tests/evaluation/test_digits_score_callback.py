@@ -34,14 +34,25 @@ def test_score_is_printed_logged_and_written_at_the_end(tmp_path, capsys):
     assert written["real_digits"]["frechet"] < written["samples"]["frechet"]
 
 
-def test_other_image_sizes_are_refused_in_one_line(tmp_path):
-    cfg = compose_train([*TINY, "data.image_size=8", "model.resolution=8", *CALLBACK], tmp_path)
-    with pytest.raises(ConfigError, match="data=digits data.image_size=16"):
-        train(cfg)
+def test_8x8_digits_are_scored_and_colour_images_refused_in_one_line(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from ddpm.callbacks import DigitsScoreCallback
+
+    out = tmp_path / "run"
+    at_8x8 = ["data.image_size=8", "model.resolution=8", "model.attn_resolutions=[4]", "trainer.max_steps=1"]
+    cfg = compose_train([*TINY, *at_8x8, *CALLBACK, f"+callbacks.digits_score.output_path={out}/s.json"], out)
+    train(cfg)
+    assert "Digits score of 6 EMA samples" in capsys.readouterr().out
+    assert json.loads((out / "s.json").read_text())["samples"]["num_images"] == 6
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(image_shape=(3, 32, 32)))
+    with pytest.raises(ConfigError, match="square grayscale digits.*drop callbacks.digits_score"):
+        DigitsScoreCallback().setup(trainer, None, "fit")
 
 
 def test_quickstart_scores_the_samples_its_grid_shows(tmp_path):
-    """The quickstart's score is of the grid's sampler (100 ancestral steps), not a cheaper stand-in."""
+    """The quickstart's score is of the grid's sampler (50 ancestral steps with the posterior variance, on
+    the 8x8 digits), not a cheaper stand-in."""
     from hydra.utils import instantiate
 
     cfg = compose_train(["experiment=quickstart"], tmp_path)
@@ -49,4 +60,5 @@ def test_quickstart_scores_the_samples_its_grid_shows(tmp_path):
     scored = instantiate(cfg.callbacks.digits_score).sampler_factory(diffusion)
     shown = instantiate(cfg.callbacks.sample_grid).sampler_factory(diffusion)
     assert type(scored) is type(shown) and scored.timesteps == shown.timesteps
-    assert type(scored).__name__ == "AncestralSampler" and len(scored.timesteps) == 100
+    assert type(scored).__name__ == "AncestralSampler" and len(scored.timesteps) == 50
+    assert diffusion.var_type == "fixed_small" and cfg.data.image_size == cfg.model.resolution == 8

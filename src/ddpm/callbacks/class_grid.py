@@ -27,7 +27,7 @@ SamplerFactory = Callable[[GaussianDiffusion], object]
 
 
 def class_accuracy(images: Tensor, labels: Tensor) -> float:
-    """The share of [N, 1, 16, 16] digit images that the digits classifier reads as their label."""
+    """The share of [N, 1, S, S] digit images that the digits classifier reads as their label."""
     from ddpm.evaluation.digits_score import predict
 
     return float((predict(images) == labels.cpu()).float().mean())

@@ -33,7 +33,8 @@ def real_digits(num: int) -> torch.Tensor:
 
 class DigitsScoreCallback(PeriodicEMACallback):
     """At the end of training (and every ``every_n_steps``, 0: never) draw ``num_samples`` EMA samples
-    (seeds ``seed + i``) and log/print their digits score; rank 0 only. Needs [1, 16, 16] digits.
+    (seeds ``seed + i``) and log/print their digits score; rank 0 only. Needs the grayscale digits at any
+    ``data.image_size`` (samples are compared with the real digits at 16x16 after the data's own resize).
 
     Args:
         num_samples: images scored (>= 2; the Fréchet distance of N images is biased upwards at small N,
@@ -61,22 +62,25 @@ class DigitsScoreCallback(PeriodicEMACallback):
         self.sampler_factory = sampler or (lambda diffusion: DPMSolverPPSampler(diffusion, steps=20))
         self.output_path = Path(output_path) if output_path else None
         self.result: dict | None = None
+        self.image_shape: tuple[int, ...] = (1, 16, 16)  # the data's, read in setup
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         shape = tuple(getattr(trainer.datamodule, "image_shape", None) or ())
-        if shape != (1, 16, 16):
+        if len(shape) != 3 or shape[0] != 1 or shape[1] != shape[2]:
             raise ConfigError(
-                f"the digits score needs 16x16 grayscale digits, got images of shape {shape}: use "
-                "data=digits data.image_size=16, or drop callbacks.digits_score"
+                f"the digits score needs square grayscale digits, got images of shape {shape}: use "
+                "data=digits, or drop callbacks.digits_score"
             )
+        self.image_shape = shape
 
     def samples(self, pl_module: L.LightningModule) -> torch.Tensor:
+        """``num_samples`` EMA samples at the data's shape (seeds ``seed + i``)."""
         seeds = range(self.seed, self.seed + self.num_samples)
         sampler = self.sampler_factory(pl_module.diffusion)
         batches = iter_samples(
             pl_module.ema_net,
             sampler,
-            (1, 16, 16),
+            self.image_shape,
             seeds,
             batch_size=self.batch_size,
             device=pl_module.device,

@@ -17,17 +17,26 @@ def load_digit_images(image_size: int = 16) -> Tensor:
     """All 1,797 digits of ``sklearn.datasets.load_digits`` as float32 [N, 1, S, S] in [-1, 1].
 
     The 8x8 images hold ink levels 0..16: ``x = img / 16 * 2 - 1`` maps the background to -1 and full
-    ink to +1, then a bilinear resize to ``image_size`` (antialiased when shrinking) keeps [-1, 1].
+    ink to +1, then :func:`resize_digits` brings them to ``image_size`` (8: the digits as they are).
     """
     from sklearn.datasets import load_digits
 
     images = load_digits().images.astype(np.float32)  # [N, 8, 8], 0..16, shipped with scikit-learn
-    x = torch.from_numpy(images)[:, None] / 16.0 * 2.0 - 1.0
+    return resize_digits(torch.from_numpy(images)[:, None] / 16.0 * 2.0 - 1.0, image_size)
+
+
+def resize_digits(x: Tensor, image_size: int) -> Tensor:
+    """Digit images [N, 1, s, s] in [-1, 1] at ``image_size``: the bilinear resize (antialiased when
+    shrinking) of :func:`load_digit_images`, clamped to [-1, 1]; a new tensor even at the same size.
+
+    Samples of a model trained at another resolution go through it before they are compared with the
+    real digits at ``image_size`` (the digits score), as the real digits themselves did.
+    """
+    x = x.to(torch.float32)
     if image_size != x.shape[-1]:
-        x = F.interpolate(
-            x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=image_size < 8
-        )
-    return x.clamp_(-1.0, 1.0).contiguous()
+        size, shrink = (image_size, image_size), image_size < x.shape[-1]
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+    return x.clamp(-1.0, 1.0).contiguous()
 
 
 def load_digit_labels() -> np.ndarray:
@@ -51,10 +60,10 @@ class TensorImageDataset(Dataset):
 
 
 class DigitsDataModule(DiffusionDataModule):
-    """1,797 real 8x8 handwritten digits (shipped inside scikit-learn), grayscale, upsampled.
+    """1,797 real 8x8 handwritten digits (shipped inside scikit-learn), grayscale.
 
     Args:
-        image_size: output resolution (bilinear from 8x8).
+        image_size: output resolution (bilinear from 8x8, :func:`resize_digits`; 8: as they are).
         val_fraction: share of the digits held out for validation (a fixed random subset chosen by
             ``split_seed``, see :func:`ddpm.data.splits.split_indices`); 0.1 -> 1,617 train / 180 val.
         split_seed: seed of the split (independent of ``seed``, which drives order and flips).

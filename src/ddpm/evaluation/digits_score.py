@@ -1,6 +1,6 @@
 """The digits score: sample quality on the embedded digits, measured by a small classifier of real digits.
 
-FID and the Inception Score need an ImageNet network and thousands of images; the quickstart's 16x16
+FID and the Inception Score need an ImageNet network and thousands of images; the quickstart's 8x8
 digits need neither. A small CNN is trained on the real digits (scikit-learn's 8x8 digits with the
 exact preprocessing of :func:`ddpm.data.digits.load_digit_images`, [-1, 1]) in a few seconds on the CPU
 at first use, deterministically (fixed seed, no download), and then scores N images by:
@@ -109,10 +109,14 @@ def digits_classifier() -> DigitsClassifier:
 
 
 def _checked(images: Tensor) -> Tensor:
-    if images.ndim != 4 or tuple(images.shape[1:]) != (1, IMAGE_SIZE, IMAGE_SIZE):
+    """[N, 1, S, S] images as float32 [N, 1, 16, 16] on the CPU: any S goes through the digits' own
+    resize (:func:`ddpm.data.digits.resize_digits`), so 8x8 samples meet the real digits at 16x16."""
+    from ddpm.data.digits import resize_digits
+
+    if images.ndim != 4 or images.shape[1] != 1 or images.shape[2] != images.shape[3]:
         shape = tuple(images.shape)
-        raise ValueError(f"the digits score takes [N, 1, 16, 16] images in [-1, 1], got {shape}")
-    return images.detach().to("cpu", torch.float32).clamp(-1.0, 1.0)
+        raise ValueError(f"the digits score takes [N, 1, S, S] images in [-1, 1], got {shape}")
+    return resize_digits(images.detach().to("cpu"), IMAGE_SIZE)
 
 
 @torch.no_grad()
@@ -125,7 +129,7 @@ def _apply(images: Tensor, batch_size: int = 500) -> tuple[Tensor, Tensor]:
 
 
 def predict_proba(images: Tensor) -> Tensor:
-    """p(y | x) [N, 10] of [N, 1, 16, 16] images in [-1, 1]."""
+    """p(y | x) [N, 10] of [N, 1, S, S] images in [-1, 1] (classified at 16x16, see :func:`_checked`)."""
     return _apply(images)[1]
 
 
@@ -174,7 +178,7 @@ def real_statistics() -> FeatureStatistics:
 
 
 def digits_score(images: Tensor) -> DigitsScore:
-    """The digits score of [N, 1, 16, 16] images in [-1, 1] (N >= 2)."""
+    """The digits score of [N, 1, S, S] images in [-1, 1] (N >= 2), compared at 16x16 (:func:`_checked`)."""
     if images.shape[0] < 2:
         raise ValueError("the digits score needs at least 2 images")
     features, probs = _apply(images)
