@@ -87,6 +87,33 @@ def test_relaunch_continues_the_newest_checkpoint_and_refuses_another_run(tmp_pa
     assert newest_checkpoint(relaunched)[1]["global_step"] == 8
 
 
+AT_END = [c.replace("lightning.pytorch.callbacks.ModelCheckpoint", "ddpm.callbacks.ModelCheckpointAtEnd")
+          for c in CHECKPOINTS]  # fmt: skip
+
+
+def test_a_run_ending_between_two_saves_keeps_its_final_step_and_continues_exactly(tmp_path):
+    """max_steps=7 with a save every 2 steps: Lightning's ModelCheckpoint leaves last.ckpt at step 6;
+    ModelCheckpointAtEnd also saves step 7 (mid-epoch), which holds the final weights and from which a
+    longer relaunch repeats the straight run bit for bit; a relaunch with nothing left to train writes
+    nothing."""
+    plain = tmp_path / "plain"
+    _train(plain, ["trainer.max_steps=7", *CHECKPOINTS])
+    assert _final(plain)["global_step"] == 6  # the behaviour this callback exists for
+    run_dir, ckpts = tmp_path / "at_end", tmp_path / "at_end" / "checkpoints"
+    first = _train(run_dir, ["trainer.max_steps=7", *AT_END])
+    assert _final(run_dir)["global_step"] == 7
+    assert sorted(p.name for p in ckpts.glob("step_*")) == [f"step_000000{i}.ckpt" for i in (4, 6, 7)]
+    for key, value in first["module"].state_dict().items():
+        assert torch.equal(value, _final(run_dir)["state_dict"][key]), f"{key} is not the final step's"
+    stamp = (ckpts / "last.ckpt").stat().st_mtime_ns
+    _train(run_dir, ["trainer.max_steps=7", *AT_END])  # relaunched: nothing left to train
+    assert (ckpts / "last.ckpt").stat().st_mtime_ns == stamp
+    straight = tmp_path / "straight"
+    _train(straight, ["trainer.max_steps=9", *AT_END])
+    assert _train(run_dir, ["trainer.max_steps=9", *AT_END])["trainer"].global_step == 9
+    _assert_same_state(_final(straight), _final(run_dir))
+
+
 @pytest.mark.slow
 def test_kill_9_then_the_same_command_continues_bit_identically_in_the_same_wandb_run(tmp_path):
     args = [*BASE, "trainer.max_steps=30", *CHECKPOINTS, "logger=wandb", f"paths.root_dir={tmp_path}"]

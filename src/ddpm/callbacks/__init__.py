@@ -1,6 +1,8 @@
 """Training callbacks: sample grids, loss curve, in-loop FID/IS and NLL, the run config in checkpoints,
-the whole-run progress bar, the divergence guard, the preemption checkpoint, the digits score."""
+the whole-run progress bar, the divergence guard, the preemption checkpoint, the checkpoint of a run's
+final step, the digits score."""
 
+from ddpm.callbacks.checkpoint_at_end import ModelCheckpointAtEnd
 from ddpm.callbacks.digits_score import DigitsScoreCallback
 from ddpm.callbacks.divergence import DivergenceGuard
 from ddpm.callbacks.evaluation import FIDCallback
@@ -16,6 +18,7 @@ __all__ = [
     "DivergenceGuard",
     "FIDCallback",
     "LossCurveCallback",
+    "ModelCheckpointAtEnd",
     "NLLCallback",
     "PreemptionCheckpoint",
     "RunConfigCallback",
