@@ -88,6 +88,8 @@ def test_one_and_two_ranks_agree(tmp_path, inception_path):
     assert two["fid_stored"] == pytest.approx(one["fid"], rel=1e-6)
 
 
+# slow (30 s): test_one_and_two_ranks_agree covers the gathered features on 2 ranks by default
+@pytest.mark.slow
 def test_callbacks_under_lightning_ddp_match_one_process(tmp_path, inception_path):
     from tests.evaluation.ddp_worker import lightning
 

@@ -241,6 +241,8 @@ def _key_of(cache_dir, split):
     return {**key, "image_shape": tuple(key["image_shape"]), "is_splits": tuple(key["is_splits"])}
 
 
+# slow (37 s): test_interrupted_evaluation_resumes_to_the_identical_report covers resumption by default
+@pytest.mark.slow
 def test_seed_spread_over_three_draws_resumes_to_the_identical_report(
     tmp_path, checkpoint, inception_path, monkeypatch
 ):
