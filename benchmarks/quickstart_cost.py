@@ -45,9 +45,8 @@ import torch
 # each run: (experiment, overrides); "before" is the quickstart's earlier recipe (no digits score callback)
 BEFORE = ["data.image_size=16", "model.attn_resolutions=[8]", "diffusion=linear",
           "diffusion.var_type=fixed_large", "module=ddpm", "sampler=ancestral", "sampler.steps=null",
-          "trainer.max_steps=1200",
-          "trainer.val_check_interval=400", "callbacks.model_checkpoint.every_n_train_steps=400",
-          "~callbacks.digits_score"]  # fmt: skip
+          "trainer.max_steps=1200", "trainer.val_check_interval=400",
+          "callbacks.model_checkpoint.every_n_train_steps=400", "~callbacks.digits_score"]  # fmt: skip
 RUNS = {"before": ("quickstart", BEFORE), "after": ("quickstart", [])}
 
 
