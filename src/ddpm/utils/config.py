@@ -14,10 +14,14 @@ points, the tests' compose helpers) imports it first:
 - ``ddpm_wandb_name``: the W&B name of a job: its task name and its override set (``a=1,b=2``).
 - ``ddpm_wandb_group``: the W&B group of a job: its task name, plus the sweep directory's name in a
   Hydra multirun, so the jobs of one sweep are grouped together.
+- ``ddpm_root_dir``: ``DDPM_ROOT`` if set, else the directory the command was started from. Hydra resolves
+  ``hydra.sweep.dir`` (built on it) in the sweep's own process, where ``${hydra:runtime.cwd}`` does not
+  exist yet, and ``oc.env``'s default is resolved even when the variable is set: hence a resolver.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,15 @@ def slurm_run_id(default: str) -> str:
     """``slurm-<job id>`` (``slurm-<array job>_<task>`` for array jobs) inside SLURM, else ``default``."""
     job = slurm_job_id()
     return f"slurm-{job}" if job else str(default)
+
+
+def root_dir() -> str:
+    """``DDPM_ROOT``, else the job's start directory (Hydra's ``runtime.cwd``), else the current directory."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if os.environ.get("DDPM_ROOT"):
+        return os.environ["DDPM_ROOT"]
+    return HydraConfig.get().runtime.cwd if HydraConfig.initialized() else os.getcwd()
 
 
 def in_multirun() -> bool:
@@ -69,6 +82,7 @@ OmegaConf.register_new_resolver("ddpm_out_channels", out_channels_for, replace=T
 OmegaConf.register_new_resolver("ddpm_run_id", slurm_run_id, replace=True)
 OmegaConf.register_new_resolver("ddpm_wandb_group", wandb_group, replace=True)
 OmegaConf.register_new_resolver("ddpm_wandb_name", wandb_name, replace=True)
+OmegaConf.register_new_resolver("ddpm_root_dir", root_dir, replace=True)
 
 
 def config_dir() -> Path:
