@@ -78,13 +78,17 @@ def train_run(name: str, out_dir: Path, threads: int | None) -> dict[str, Any]:
 def run_grid_sampler(run_dir: Path) -> tuple[Callable, dict]:
     """The sampler of a run's sample grid (``sampler`` in its ``.hydra/config.yaml``): a factory
     ``sampler(diffusion)`` and its name and settings for the report (a run is scored with its grid's
-    sampler)."""
-    from hydra.utils import instantiate
+    sampler). The file is data: its ``_target_`` must be one of this project's samplers
+    (:func:`ddpm.io.stored_config.instantiate_stored`)."""
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml").sampler
-    settings = {k: v for k, v in OmegaConf.to_container(cfg).items() if not k.startswith("_")}
-    return instantiate(cfg), {"sampler": cfg._target_.rsplit(".", 1)[-1], **settings}
+    from ddpm.io.stored_config import instantiate_stored
+
+    source = run_dir / ".hydra" / "config.yaml"
+    cfg = OmegaConf.to_container(OmegaConf.load(source).sampler, resolve=False)
+    build = instantiate_stored(cfg, source, "sampler", fix="use a run directory written by ddpm-train")
+    settings = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    return build, {"sampler": cfg["_target_"].rsplit(".", 1)[-1], **settings}
 
 
 def score_checkpoint(ckpt: Path, make_sampler: Callable, label: dict, num_samples: int, batch: int) -> dict:

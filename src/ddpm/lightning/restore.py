@@ -4,7 +4,9 @@ Every checkpoint written by ``ddpm-train`` holds ``ddpm_config`` (written by
 :class:`~ddpm.callbacks.run_config.RunConfigCallback`): the resolved Hydra config of the run. Its
 ``module`` entry re-instantiates the module (network, diffusion, loss, ...), into which the
 checkpoint's ``state_dict`` (raw weights ``net.*``, EMA weights ``ema.module.*``, loss buffers such as
-an importance sampler's history) is loaded strictly.
+an importance sampler's history) is loaded strictly. The stored config is data from a file: it is built
+through :func:`ddpm.io.stored_config.instantiate_stored`, which refuses any ``_target_`` that is not one
+of this project's classes before anything runs.
 """
 
 from __future__ import annotations
@@ -12,12 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
-from omegaconf import OmegaConf
 
 from ddpm.errors import CheckpointError
 from ddpm.io.checkpoint_file import read_lightning_checkpoint
+from ddpm.io.stored_config import StoredConfigError, instantiate_stored
 from ddpm.lightning.module import DDPMLitModule
 
 
@@ -33,8 +34,11 @@ def checkpoint_config(checkpoint: dict[str, Any], source: str | Path) -> dict[st
 
 
 def _instantiate(config: dict[str, Any], source: str | Path) -> DDPMLitModule:
+    """The module of ``config["module"]``, built from this project's classes only (ddpm.io.stored_config)."""
     try:
-        module = hydra.utils.instantiate(OmegaConf.create(config["module"]))
+        module = instantiate_stored(config["module"], source, "module")
+    except StoredConfigError:
+        raise
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise CheckpointError(
@@ -66,7 +70,8 @@ def load_module(ckpt_path: str | Path, map_location: str | torch.device = "cpu")
     """The DDPMLitModule of a ``ddpm-train`` checkpoint, weights loaded, in eval mode.
 
     Raises :class:`~ddpm.errors.CheckpointError` (one line) when the file is missing, unreadable,
-    carries pickled objects, lacks ``ddpm_config`` or its weights do not fit the module it describes.
+    carries pickled objects, lacks ``ddpm_config``, names a ``_target_`` that is not a class of this
+    project, or its weights do not fit the module it describes.
     """
     module = module_from_checkpoint(read_lightning_checkpoint(ckpt_path), ckpt_path)
     return module.to(map_location)
