@@ -64,6 +64,7 @@ from ddpm.evaluation.report import spread, summary_lines
 from ddpm.evaluation.wandb_report import log_report
 from ddpm.io.atomic import atomic_write_json
 from ddpm.io.shards import ShardStore
+from ddpm.io.stored_config import instantiate_stored
 from ddpm.sampling.guidance import labels_for, with_guidance
 from ddpm.utils.compile import compile_for_sampling
 from ddpm.utils.config import config_dir
@@ -109,7 +110,10 @@ def build_datamodule(cfg: DictConfig, loaded: LoadedModel | None) -> Any:
     if cfg.get("data") is not None:
         return hydra.utils.instantiate(_images_only(cfg.data))
     if loaded is not None and loaded.config and loaded.config.get("data"):
-        return hydra.utils.instantiate(_images_only(loaded.config["data"]))
+        stored = loaded.config["data"]  # from the checkpoint: its targets are checked, its strings literal
+        labels = isinstance(stored, dict) and stored.get("class_labels")
+        images_only = {"class_labels": False} if labels else {}
+        return instantiate_stored(stored, loaded.source, "data", **images_only)
     preset = get_preset(cfg.get("pretrained"))
     hint = (
         f"data={preset.data}"
