@@ -113,7 +113,8 @@ def _refused(node: Any, path: str, depth: int = 0) -> str | None:
 
 def check_stored(node: Any, source: str | Path, key: str, fix: str = CHECKPOINT_FIX) -> None:
     """Raise :class:`StoredConfigError` (one line naming the key path and the target) unless ``node``
-    is a mapping with a ``_target_`` whose every ``_target_``, at any depth, is in ALLOWED_TARGETS."""
+    is a mapping with a ``_target_``, every ``_target_`` in it, at any depth, is in ALLOWED_TARGETS,
+    and none of its mappings sets ``_convert_``."""
     if not isinstance(node, Mapping) or TARGET_KEY not in node:
         raise StoredConfigError(f"{source}: {key} is not a config with a _target_; nothing to build: {fix}")
     reason = _refused(node, key)
