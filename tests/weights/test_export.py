@@ -216,14 +216,15 @@ def test_export_task_names_missing_keys(tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from ddpm.cli.ddpm_export import export
+    from ddpm.cli.ddpm_export import USAGE
+    from ddpm.cli.task_wrapper import check_required
     from ddpm.utils.config import config_dir
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("export", overrides=[f"output_dir={tmp_path / 'pipe'}"])
     with pytest.raises(ConfigError, match="missing checkpoint: ddpm-export checkpoint="):
-        export(cfg)
+        check_required(cfg, USAGE)  # run_task checks before the task starts
 
 
 def test_push_to_hub_needs_huggingface_hub(monkeypatch):

@@ -38,7 +38,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm.cli.task_wrapper import run_task
+from ddpm.cli.task_wrapper import run_app, run_task
 from ddpm.errors import ConfigError
 from ddpm.evaluation.distributed import barrier, broadcast_object, rank_and_world, setup_distributed
 from ddpm.evaluation.fid_is import FIDSettings
@@ -61,7 +61,7 @@ from ddpm.evaluation.protocol import (
 )
 from ddpm.evaluation.reference_stats import describe_datamodule, split_dataset
 from ddpm.evaluation.report import spread, summary_lines
-from ddpm.evaluation.wandb_report import log_report
+from ddpm.evaluation.wandb_report import log_report, start_wandb
 from ddpm.io.atomic import atomic_write_json
 from ddpm.io.shards import ShardStore
 from ddpm.io.stored_config import instantiate_stored
@@ -87,7 +87,7 @@ def eval_settings(cfg: DictConfig) -> EvalSettings:
     generation = GenerationSettings(
         **OmegaConf.to_container(cfg.generation, resolve=True), seed=int(cfg.seed)
     )
-    return EvalSettings(
+    settings = EvalSettings(
         generation=generation,
         fid_is=FIDSettings.from_mapping(metrics),
         nll=nll,
@@ -95,6 +95,13 @@ def eval_settings(cfg: DictConfig) -> EvalSettings:
         inception_score=bool(m.inception_score),
         progress=bool(cfg.progress),
     )
+    if not (settings.needs_inception or settings.nll):  # refused before hours of sampling
+        raise ConfigError(
+            "nothing to compute: metrics.fid, metrics.inception_score, metrics.kid, metrics.precision_recall "
+            "and metrics.nll.enabled are all false: enable one (e.g. metrics.fid=true), or draw samples "
+            "alone with ddpm-sample"
+        )
+    return settings
 
 
 def _images_only(data: Any) -> DictConfig:
@@ -214,6 +221,7 @@ def run_evaluation(cfg: DictConfig, device: torch.device, out_dir: Path) -> dict
             settings.fid_is.inception_weights, settings.fid_is.allow_download
         )
     job = prepare(cfg, settings, device)
+    loggers = start_wandb(cfg.get("logger"), out_dir) if rank_and_world()[0] == 0 else []
     draws = generate_draws(job, settings, seeds, out_dir)
     if rank_and_world()[0] == 0:
         save_grid(draws[0][0], gen.grid_size, out_dir / "samples.png")
@@ -235,8 +243,7 @@ def run_evaluation(cfg: DictConfig, device: torch.device, out_dir: Path) -> dict
         nll=nll,
     )
     write_outputs(job, report, out_dir, record.get("cache_hits", {}))
-    if rank_and_world()[0] == 0:
-        log_report(cfg.get("logger"), report, out_dir)  # logger=wandb: metrics, protocol, grid
+    log_report(loggers, report, out_dir)  # logger=wandb: metrics, protocol, grid (rank 0)
     barrier()
     return report
 
@@ -256,10 +263,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     report = run_task(evaluate, cfg)
     metrics = report.get("metrics", {})
     return next((v for k, v in metrics.items() if k.startswith("fid_") and k.endswith("_train")), None)
+
+
+def main() -> float | None:
+    return run_app(hydra_main)
 
 
 if __name__ == "__main__":

@@ -12,26 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from ddpm.cli.task_wrapper import run_task
-from ddpm.errors import ConfigError
+from ddpm.cli.task_wrapper import run_app, run_task
 from ddpm.utils.config import config_dir
 from ddpm.weights.export import export_checkpoint, hub_module, push_to_hub
 
-
-def _require(cfg: DictConfig) -> None:
-    missing = [key for key in ("checkpoint", "output_dir") if OmegaConf.is_missing(cfg, key) or not cfg[key]]
-    if missing:
-        raise ConfigError(
-            f"missing {' and '.join(missing)}: ddpm-export checkpoint=<.ckpt, diffusers folder, pesser file> "
-            "output_dir=<new folder>"
-        )
+USAGE = "ddpm-export checkpoint=<a .ckpt, diffusers folder or pesser file> output_dir=<new folder>"
 
 
 def export(cfg: DictConfig) -> Path:
     """The ``ddpm-export`` task: export the checkpoint, then push it if asked; returns the folder."""
-    _require(cfg)
     hub = hub_module() if cfg.get("push_to_hub") else None  # a missing package fails before any work
     clip = cfg.get("clip_sample")
     folder = export_checkpoint(
@@ -49,8 +40,12 @@ def export(cfg: DictConfig) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
-def main(cfg: DictConfig) -> None:
-    run_task(export, cfg)
+def hydra_main(cfg: DictConfig) -> None:
+    run_task(export, cfg, usage=USAGE)
+
+
+def main() -> None:
+    run_app(hydra_main)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ddpm.cli.task_wrapper import run_task
+from ddpm.cli.task_wrapper import run_app, run_task
 from ddpm.errors import ConfigError
 from ddpm.io.atomic import atomic_write
 from ddpm.models.shape import image_shape_of
@@ -37,6 +37,7 @@ from ddpm.utils.images import save_image_grid, to_uint8
 from ddpm.weights import load_model
 
 log = logging.getLogger(__name__)
+USAGE = "ddpm-sample ckpt_path=<a ddpm-train .ckpt, a diffusers folder or a pesser state dict>"
 
 
 def _check(cfg: DictConfig) -> None:
@@ -96,8 +97,12 @@ def generate_images(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="sample")
-def main(cfg: DictConfig) -> None:
-    run_task(generate_images, cfg)
+def hydra_main(cfg: DictConfig) -> None:
+    run_task(generate_images, cfg, usage=USAGE)
+
+
+def main() -> None:
+    run_app(hydra_main)
 
 
 if __name__ == "__main__":

@@ -28,12 +28,13 @@ from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.callbacks.run_config import RunConfigCallback
-from ddpm.cli.task_wrapper import run_task
+from ddpm.cli.task_wrapper import run_app, run_task
 from ddpm.errors import ConfigError, DivergenceError
 from ddpm.io.checkpoint_file import read_lightning_checkpoint
 from ddpm.lightning.resume import resume_checkpoint
 from ddpm.sweeps.objective import metric_problem
 from ddpm.utils.config import config_dir, in_multirun, instantiate_dict
+from ddpm.utils.device import check_trainer_devices
 from ddpm.utils.precision import set_tf32_policy
 from ddpm.utils.wandb_run import attach_kept_run_id
 from ddpm.weights.transfer import init_from_weights
@@ -128,6 +129,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     Returns the final callback metrics and the objects built (trainer, module, datamodule).
     """
+    check_trainer_devices(cfg.trainer.get("accelerator"), cfg.trainer.get("devices"))
     if torch.cuda.is_available():
         set_tf32_policy(cfg.get("float32_matmul_precision"))  # matmuls and cuDNN convolutions alike
     L.seed_everything(cfg.seed, workers=True)
@@ -159,9 +161,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     metrics, _ = run_task(train_job, cfg)
     return metrics.get(cfg.get("optimized_metric") or "", None)
+
+
+def main() -> float | None:
+    return run_app(hydra_main)
 
 
 if __name__ == "__main__":

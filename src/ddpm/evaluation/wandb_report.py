@@ -35,11 +35,19 @@ def wandb_loggers(logger_cfg: DictConfig | None, out_dir: Path) -> list[WandbLog
     return [lg for lg in instantiate_dict(logger_cfg) if isinstance(lg, WandbLogger)]
 
 
-def log_report(logger_cfg: DictConfig | None, report: dict[str, Any], out_dir: str | Path) -> int:
+def start_wandb(logger_cfg: DictConfig | None, out_dir: str | Path) -> list[WandbLogger]:
+    """The evaluation's W&B loggers with their runs started: a missing W&B login fails now, before the
+    sampling, not after it."""
+    loggers = wandb_loggers(logger_cfg, Path(out_dir))
+    for logger in loggers:
+        _ = logger.experiment  # wandb.init
+    return loggers
+
+
+def log_report(loggers: list[WandbLogger], report: dict[str, Any], out_dir: str | Path) -> int:
     """Log ``report`` (metrics as the run summary and one history row, the protocol as config, the sample
     grid ``samples.png`` as an image, ``report.json`` as a file) to each W&B logger; returns how many."""
     out_dir = Path(out_dir)
-    loggers = wandb_loggers(logger_cfg, out_dir)
     metrics = numeric_metrics(report.get("metrics", {}))
     for logger in loggers:
         logger.log_hyperparams({"protocol": report.get("protocol", {}), "expected": report.get("expected")})
@@ -54,4 +62,4 @@ def log_report(logger_cfg: DictConfig | None, report: dict[str, Any], out_dir: s
     return len(loggers)
 
 
-__all__ = ["log_report", "numeric_metrics", "wandb_loggers"]
+__all__ = ["log_report", "numeric_metrics", "start_wandb", "wandb_loggers"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
@@ -23,4 +24,21 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
-__all__ = ["resolve_device"]
+def check_trainer_devices(accelerator: Any, devices: Any) -> None:
+    """A Lightning trainer that asks for GPUs this machine does not have is a one-line ConfigError
+    (Lightning's own is a multi-line MisconfigurationException raised while the trainer is built)."""
+    if str(accelerator) not in ("gpu", "cuda"):
+        return
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if visible == 0:
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} needs a CUDA GPU and this machine has none: add trainer=cpu "
+            "to train on the CPU (slow for the paper's models)"
+        )
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > visible:
+        raise ConfigError(
+            f"trainer.devices={devices} but {visible} GPU(s) are visible: set trainer.devices={visible}"
+        )
+
+
+__all__ = ["check_trainer_devices", "resolve_device"]
