@@ -6,6 +6,7 @@ traceback."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -267,6 +268,15 @@ def test_an_error_of_the_launcher_itself_fails_its_trials(tmp_path):
         DDPMError, match="^trial 0 failed: RuntimeError: submitit: job 12_0 failed; the sweep"
     ):
         make_sweeper(tmp_path, BrokenLauncher(), 1).sweep([])
+
+
+def test_a_grid_sampler_sweep_is_capped_at_its_grid_and_ends_cleanly(tmp_path):
+    launcher = FakeLauncher([2.0, 1.0])
+    sweeper = make_sweeper(tmp_path, launcher, 5, params={"x": "choice(1, 2)"})
+    sweeper.sampler = functools.partial(optuna.samplers.GridSampler)
+    sweeper.sweep([])  # the exhausted grid's Study.stop outside optimize is no error
+    assert sorted(overrides for _, overrides in launcher.launched) == [["x=1"], ["x=2"]]
+    assert OmegaConf.load(tmp_path / "optimization_results.yaml").best_value == 1.0
 
 
 def test_consecutive_runs_launch_job_n_as_trial_n():

@@ -305,9 +305,10 @@ class ResumableOptunaSweeperImpl(OptunaSweeperImpl):
         if not any(t.state == TrialState.COMPLETE for t in trials):
             diverged = sum(1 for t in trials if t.user_attrs.get(DIVERGED))
             failed = sum(1 for t in trials if t.state == TrialState.FAIL and not has_result(t))
+            again = "; the same command runs the failed trials again" if failed else ""
             raise DDPMError(
                 f"no trial of the sweep completed ({diverged} diverged, {failed} failed without a result): "
-                f"nothing to report; see the jobs' logs under {self.config.hydra.sweep.dir}"
+                f"nothing to report; see the jobs' logs under {self.config.hydra.sweep.dir}{again}"
             )
         if len(study.directions) == 1:
             best = study.best_trial
