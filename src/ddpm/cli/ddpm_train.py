@@ -33,7 +33,7 @@ from ddpm.errors import ConfigError, DivergenceError
 from ddpm.io.checkpoint_file import read_lightning_checkpoint
 from ddpm.lightning.resume import resume_checkpoint
 from ddpm.sweeps.objective import metric_problem
-from ddpm.utils.config import config_dir, in_multirun, instantiate_dict
+from ddpm.utils.config import config_dir, in_multirun, in_optimizing_sweep, instantiate_dict
 from ddpm.utils.device import check_trainer_devices
 from ddpm.utils.precision import set_tf32_policy
 from ddpm.utils.wandb_run import attach_kept_run_id
@@ -103,9 +103,10 @@ def training_callbacks(cfg: DictConfig) -> list[L.Callback]:
 def train_job(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """:func:`train`; in a multirun a diverged job reports NaN as its optimized metric instead of ending
     the sweep (Optuna records a NaN trial as failed and goes on); a launch whose SLURM job was requeued
-    ends without a result. In a multirun a job that could never log ``optimized_metric`` (validation past
-    ``trainer.max_steps``, ...: :func:`ddpm.sweeps.objective.metric_problem`) is refused before training."""
-    problem = metric_problem(cfg) if in_multirun() else None
+    ends without a result. In an optimizing sweep (Optuna) a job that could never log ``optimized_metric``
+    (validation past ``trainer.max_steps``, ...: :func:`ddpm.sweeps.objective.metric_problem`) is refused
+    before training; Hydra's basic sweeper ignores the metric, so its jobs are not."""
+    problem = metric_problem(cfg) if in_optimizing_sweep() else None
     if problem is not None:
         raise ConfigError(problem)
     try:

@@ -61,6 +61,17 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def in_optimizing_sweep() -> bool:
+    """True inside a job of a multirun whose sweeper optimizes the returned metric (Optuna): Hydra's
+    basic sweeper only launches the jobs and ignores what they return."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not in_multirun():
+        return False
+    target = str(HydraConfig.get().sweeper.get("_target_", ""))
+    return not target.endswith(".BasicSweeper")
+
+
 def wandb_group(task_name: str) -> str:
     """``task_name`` for a single run; ``task_name/<sweep directory name>`` for the jobs of a multirun."""
     from hydra.core.hydra_config import HydraConfig
