@@ -25,7 +25,9 @@ def test_report_goes_to_one_wandb_run_kept_in_the_evaluation_directory(tmp_path,
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and runs[0].name.endswith((out / "wandb_run_id").read_text())
     fid = next(k for k in report["metrics"] if k.startswith("fid_"))
-    deadline = time.time() + 30  # W&B's service process may still be flushing the offline file
+    # W&B's service process may still be flushing the offline file: wait for it (long enough for a busy
+    # machine; a passing run stops waiting as soon as everything is there)
+    deadline = time.time() + 300
     while True:
         records = read_wandb_records(next(runs[0].glob("run-*.wandb")))
         history = {}
@@ -33,7 +35,8 @@ def test_report_goes_to_one_wandb_run_kept_in_the_evaluation_directory(tmp_path,
             if r.WhichOneof("record_type") == "history":
                 items = r.history.item
                 history.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items})
-        if (f"eval/{fid}" in history and "eval/samples/count" in history) or time.time() > deadline:
+        flushed = f"eval/{fid}" in history and "eval/samples/count" in history
+        if (flushed and (runs[0] / "files" / "report.json").is_file()) or time.time() > deadline:
             break
         time.sleep(0.5)
     assert history[f"eval/{fid}"] == pytest.approx(report["metrics"][fid])
