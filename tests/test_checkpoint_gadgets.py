@@ -41,9 +41,9 @@ def _command(entry_point: str, ckpt: Path, tmp_path: Path) -> list[str]:
     if entry_point == "ddpm-eval":
         # the NLL alone: no Inception weights needed, and it reads the dataset (stored in the checkpoint)
         metrics = ["metrics.fid=false", "metrics.inception_score=false", "metrics.nll.enabled=true"]
-        return [entry_point, f"checkpoint={ckpt}", *metrics, out]
+        return [entry_point, f"ckpt_path={ckpt}", *metrics, out]
     if entry_point == "ddpm-export":
-        return [entry_point, f"checkpoint={ckpt}", f"output_dir={tmp_path / 'exported'}", out]
+        return [entry_point, f"ckpt_path={ckpt}", f"output_dir={tmp_path / 'exported'}", out]
     return [entry_point, f"ckpt_path={ckpt}", "num_samples=1", out]
 
 

@@ -32,9 +32,9 @@ def _command(name: str, ckpt, tmp_path) -> list[str]:
         return [name, *TINY, "trainer.max_steps=1", f"ckpt_path={ckpt}", f"paths.root_dir={tmp_path}", out]
     if name == "ddpm-eval":
         nll_only = ["metrics.fid=false", "metrics.inception_score=false", "metrics.nll.enabled=true"]
-        return [name, f"checkpoint={ckpt}", *nll_only, "data=digits", out]
+        return [name, f"ckpt_path={ckpt}", *nll_only, "data=digits", out]
     if name == "ddpm-export":
-        return [name, f"checkpoint={ckpt}", f"output_dir={tmp_path / 'exported'}", out]
+        return [name, f"ckpt_path={ckpt}", f"output_dir={tmp_path / 'exported'}", out]
     return [name, f"ckpt_path={ckpt}", "num_samples=1", out]
 
 

@@ -54,7 +54,7 @@ def _run_main(program: str, args: list[str], monkeypatch, capsys, tmp_path) -> s
         ("ddpm-eval", ["metrics.fdi=false"], ["did you mean metrics.fid?"]),
         ("ddpm-sample", ["num_sample=4"], ["did you mean num_samples?"]),
         ("ddpm-sample", [], ["missing ckpt_path", "ddpm-sample ckpt_path=<"]),
-        ("ddpm-export", ["checkpoint=x.ckpt"], ["missing output_dir", "ddpm-export checkpoint=<"]),
+        ("ddpm-export", ["ckpt_path=x.ckpt"], ["missing output_dir", "ddpm-export ckpt_path=<"]),
     ],
 )
 def test_a_command_line_mistake_is_one_line_naming_the_fix(
@@ -68,7 +68,7 @@ def test_a_command_line_mistake_is_one_line_naming_the_fix(
 
 
 def test_an_evaluation_with_nothing_to_compute_is_refused_before_sampling(monkeypatch, capsys, tmp_path):
-    args = ["checkpoint=missing.ckpt", "metrics.fid=false", "metrics.inception_score=false"]
+    args = ["ckpt_path=missing.ckpt", "metrics.fid=false", "metrics.inception_score=false"]
     line = _run_main("ddpm-eval", args, monkeypatch, capsys, tmp_path)
     assert "nothing to compute" in line and "metrics.fid=true" in line
     assert not list(tmp_path.rglob("samples_*.npz"))

@@ -29,7 +29,7 @@ def checkpoint(tmp_path_factory):
 
 def eval_overrides(checkpoint, inception_path, cache_dir, **extra):
     options = {
-        "checkpoint": str(checkpoint),
+        "ckpt_path": str(checkpoint),
         "device": "cpu",
         "progress": "false",
         "generation.num_samples": 6,
@@ -141,7 +141,7 @@ def test_cli_errors_are_one_line(tmp_path, checkpoint):
     result = run_cli(
         [
             "ddpm-eval",
-            f"checkpoint={checkpoint}",
+            f"ckpt_path={checkpoint}",
             "metrics.allow_download=false",
             f"hydra.run.dir={tmp_path / 'a'}",
         ],

@@ -191,7 +191,7 @@ def test_an_existing_folder_is_never_overwritten(tmp_path):
 
 def test_export_cli_writes_then_refuses_in_one_line(tmp_path):
     ckpt = _checkpoint(tmp_path, [])
-    args = ["ddpm-export", f"checkpoint={ckpt}", f"output_dir={tmp_path}/pipe", f"hydra.run.dir={tmp_path}/h"]
+    args = ["ddpm-export", f"ckpt_path={ckpt}", f"output_dir={tmp_path}/pipe", f"hydra.run.dir={tmp_path}/h"]
     env = {"OMP_NUM_THREADS": "1"}
     first = run_cli(args, tmp_path, env=env)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -204,7 +204,7 @@ def test_export_cli_writes_then_refuses_in_one_line(tmp_path):
 
 def test_export_cli_refuses_a_mu_model_in_one_line(tmp_path):
     ckpt = _checkpoint(tmp_path, ["diffusion.mean_type=mu"])
-    args = ["ddpm-export", f"checkpoint={ckpt}", f"output_dir={tmp_path}/pipe", f"hydra.run.dir={tmp_path}/h"]
+    args = ["ddpm-export", f"ckpt_path={ckpt}", f"output_dir={tmp_path}/pipe", f"hydra.run.dir={tmp_path}/h"]
     result = run_cli(args, tmp_path, env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -223,7 +223,7 @@ def test_export_task_names_missing_keys(tmp_path):
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("export", overrides=[f"output_dir={tmp_path / 'pipe'}"])
-    with pytest.raises(ConfigError, match="missing checkpoint: ddpm-export checkpoint="):
+    with pytest.raises(ConfigError, match="missing ckpt_path: ddpm-export ckpt_path="):
         check_required(cfg, USAGE)  # run_task checks before the task starts
 
 

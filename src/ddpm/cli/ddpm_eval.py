@@ -1,12 +1,12 @@
 """``ddpm-eval``: FID / IS / NLL of a checkpoint or of the released DDPM weights, by the paper's protocol.
 
-    ddpm-eval checkpoint=logs/ddpm_cifar10/runs/<run>/checkpoints/last.ckpt          # ours (EMA weights)
-    ddpm-eval checkpoint=/models/ddpm-cifar10-32 pretrained=cifar10 data=cifar10      # diffusers folder
-    ddpm-eval checkpoint=/models/ema_diffusion_cifar10_model/model-790000.ckpt pretrained=cifar10 data=cifar10
+    ddpm-eval ckpt_path=logs/ddpm_cifar10/runs/<run>/checkpoints/last.ckpt          # ours (EMA weights)
+    ddpm-eval ckpt_path=/models/ddpm-cifar10-32 pretrained=cifar10 data=cifar10      # diffusers folder
+    ddpm-eval ckpt_path=/models/ema_diffusion_cifar10_model/model-790000.ckpt pretrained=cifar10 data=cifar10
     ddpm-eval ... metrics.nll.enabled=true                 # + bits/dim on the test set
     ddpm-eval ... metrics.kid=true metrics.precision_recall=true   # + KID, precision/recall (same pass)
     ddpm-eval ... num_draws=3          # seeds 0.., 50000.., 100000..: mean +- std over 3 draws
-    ddpm-eval checkpoint=<class-conditional run> guidance_scale=1   # labels i % num_classes, guided
+    ddpm-eval ckpt_path=<class-conditional run> guidance_scale=1   # labels i % num_classes, guided
     ddpm-eval ... hydra.run.dir=<dir of an interrupted run>                           # resume
     torchrun --nproc_per_node=8 -m ddpm.cli.ddpm_eval ... hydra.run.dir=<dir>                  # 8 GPUs
     ddpm-eval mode=check_inception data=cifar10    # real-data IS / train-vs-test FID: 11.24 / 3.15?
@@ -137,11 +137,11 @@ def output_directory(cfg: DictConfig) -> Path:
 
 def prepare(cfg: DictConfig, settings: EvalSettings, device: torch.device) -> EvalJob:
     """Load the model and find the dataset, failing before hours of sampling, not after."""
-    if not cfg.get("checkpoint"):
+    if not cfg.get("ckpt_path"):
         raise ConfigError(
-            "no model to evaluate: pass checkpoint=/path/to/last.ckpt (or a released-weights folder/file)"
+            "no model to evaluate: pass ckpt_path=/path/to/last.ckpt (or a released-weights folder/file)"
         )
-    loaded = load_model(cfg.checkpoint, cfg.get("pretrained"), cfg.use_ema, cfg.get("var_type"))
+    loaded = load_model(cfg.ckpt_path, cfg.get("pretrained"), cfg.use_ema, cfg.get("var_type"))
     datamodule = build_datamodule(cfg, loaded) if (settings.fid or settings.nll) else None
     needed = list(settings.fid_is.reference_splits) if settings.fid else []
     for split in dict.fromkeys(needed + ([settings.nll.split] if settings.nll else [])):

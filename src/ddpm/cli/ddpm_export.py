@@ -1,8 +1,8 @@
 """``ddpm-export``: write a checkpoint as a diffusers ``DDPMPipeline`` folder (a Hydra app).
 
-    ddpm-export checkpoint=logs/ddpm_cifar10/runs/<run>/checkpoints/last.ckpt output_dir=exports/cifar10
-    ddpm-export checkpoint=... output_dir=... use_ema=false                  # the raw weights
-    ddpm-export checkpoint=... output_dir=... push_to_hub=me/ddpm-cifar10    # + upload to the Hub
+    ddpm-export ckpt_path=logs/ddpm_cifar10/runs/<run>/checkpoints/last.ckpt output_dir=exports/cifar10
+    ddpm-export ckpt_path=... output_dir=... use_ema=false                  # the raw weights
+    ddpm-export ckpt_path=... output_dir=... push_to_hub=me/ddpm-cifar10    # + upload to the Hub
 
 ``DDPMPipeline.from_pretrained(output_dir)`` then samples the model; :mod:`ddpm.weights.export` does the work.
 """
@@ -18,7 +18,7 @@ from ddpm.cli.task_wrapper import run_app, run_task
 from ddpm.utils.config import config_dir
 from ddpm.weights.export import export_checkpoint, hub_module, push_to_hub
 
-USAGE = "ddpm-export checkpoint=<a .ckpt, diffusers folder or pesser file> output_dir=<new folder>"
+USAGE = "ddpm-export ckpt_path=<a .ckpt, diffusers folder or pesser file> output_dir=<new folder>"
 
 
 def export(cfg: DictConfig) -> Path:
@@ -26,7 +26,7 @@ def export(cfg: DictConfig) -> Path:
     hub = hub_module() if cfg.get("push_to_hub") else None  # a missing package fails before any work
     clip = cfg.get("clip_sample")
     folder = export_checkpoint(
-        cfg.checkpoint,
+        cfg.ckpt_path,
         cfg.output_dir,
         preset=cfg.get("pretrained"),
         use_ema=bool(cfg.use_ema),

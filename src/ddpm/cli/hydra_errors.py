@@ -19,6 +19,9 @@ from omegaconf.errors import (
     OmegaConfBaseException,
 )
 
+# keys that were renamed: the old name gets a hint instead of "not a key"
+RENAMED_KEYS = {"checkpoint": "ckpt_path"}  # one key for the weights to load, in every entry point
+
 
 def _closest(word: str, candidates: list[str]) -> str | None:
     matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
@@ -33,6 +36,10 @@ def _choices(options: list[str], limit: int = 20) -> str:
 def unknown_key(error: OmegaConfBaseException, override: str | None = None) -> str:
     """``trainer.max_step is not a key of trainer: did you mean trainer.max_steps?``."""
     full_key = str(error.full_key)
+    if full_key in RENAMED_KEYS:
+        new = RENAMED_KEYS[full_key]
+        value = override.split("=", 1)[1] if override and "=" in override else "..."
+        return f"{full_key} is now called {new} (as in every ddpm command): pass {new}={value}"
     parent, _, key = full_key.rpartition(".")
     node = error.parent_node
     keys = [str(k) for k in node] if hasattr(node, "keys") else []
