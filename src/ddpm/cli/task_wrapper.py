@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from ddpm.cli.hydra_errors import command_line_error
 from ddpm.errors import ConfigError, DDPMError
 from ddpm.utils.config import in_multirun
+from ddpm.utils.run_dir import link_latest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -114,6 +115,8 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig, usage: str | None
     """
     try:
         check_required(cfg, usage)
+        if cfg.get("paths") is not None:
+            link_latest(cfg.paths.output_dir)  # <task>/runs/latest: the newest run directory
         return task(cfg)
     except Exception as exc:
         line = error_line(exc)

@@ -1,0 +1,35 @@
+"""``runs/latest``: a link to the newest run directory of a task, so commands can name it
+(``ddpm-sample ckpt_path=logs/quickstart/runs/latest/checkpoints/last.ckpt``), as W&B's ``latest-run``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+LATEST = "latest"
+
+
+def link_latest(run_dir: str | Path) -> Path | None:
+    """Point ``<runs>/latest`` at ``run_dir`` when it is a single run's directory (``.../runs/<name>``);
+    replaced atomically, on global rank 0 only. Returns the link, or None where none is made."""
+    run_dir = Path(run_dir)
+    if run_dir.parent.name != "runs" or run_dir.name == LATEST or getattr(rank_zero_only, "rank", 0) != 0:
+        return None
+    link = run_dir.parent / LATEST
+    tmp = run_dir.parent / f".{LATEST}.{os.getpid()}"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(run_dir.name)  # relative: the tree can move
+        os.replace(tmp, link)
+    except OSError:  # no symlinks here (some filesystems): the run itself is unaffected
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return None
+    return link
+
+
+__all__ = ["LATEST", "link_latest"]
