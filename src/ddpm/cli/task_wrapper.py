@@ -115,9 +115,10 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig, usage: str | None
     """
     try:
         check_required(cfg, usage)
-        if cfg.get("paths") is not None:
-            link_latest(cfg.paths.output_dir)  # <task>/runs/latest: the newest run directory
-        return task(cfg)
+        result = task(cfg)
+        if cfg.get("paths") is not None:  # <task>/runs/latest: the newest run that finished (after the
+            link_latest(cfg.paths.output_dir)  # task: a command naming the previous latest still finds it)
+        return result
     except Exception as exc:
         line = error_line(exc)
         if line is None:

@@ -1,5 +1,8 @@
-"""``runs/latest``: a link to the newest run directory of a task, so commands can name it
-(``ddpm-sample ckpt_path=logs/quickstart/runs/latest/checkpoints/last.ckpt``), as W&B's ``latest-run``."""
+"""``runs/latest``: a link to the newest finished run directory of a task, so commands can name it
+(``ddpm-sample ckpt_path=logs/quickstart/runs/latest/checkpoints/last.ckpt``), as W&B's ``latest-run``.
+
+The entry points move it when a run has finished: a run started from ``.../runs/latest/...`` (fine-tuning,
+sampling) reads the run that was latest when it started, not its own empty directory."""
 
 from __future__ import annotations
 
