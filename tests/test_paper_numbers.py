@@ -1,15 +1,16 @@
-"""The README's tables of published numbers show the one table in ``ddpm.evaluation.paper_numbers``."""
+"""The docs' tables of published numbers show the one table in ``ddpm.evaluation.paper_numbers``."""
 
 from pathlib import Path
 
 from ddpm.evaluation.paper_numbers import PAPER, TABLE2
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = (ROOT / "README.md").read_text() + (ROOT / "docs" / "samplers.md").read_text()
 
 
 def _row(first_cell: str) -> str:
-    rows = [line for line in README.splitlines() if line.startswith(f"| {first_cell} |")]
-    assert rows, f"no README row starting with {first_cell}"
+    rows = [line for line in PAGES.splitlines() if line.startswith(f"| {first_cell} |")]
+    assert rows, f"no row starting with {first_cell} in README.md or docs/samplers.md"
     return rows[0]
 
 

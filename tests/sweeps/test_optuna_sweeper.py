@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from ddpm.sweeps.optuna_sweeper import (
     counted_trials,
     fail_interrupted_trials,
 )
-from tests.helpers import REPO_ROOT, TINY, compose_train, run_cli
+from tests.helpers import TINY, compose_train, run_cli
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -439,37 +438,3 @@ def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path):
     states = {t.params["module.optimizer.lr"]: t.state for t in trials}
     assert states == {1e8: TrialState.FAIL, 2e-4: TrialState.COMPLETE}
     assert [t.user_attrs.get(DIVERGED, False) for t in trials] == [True, False]  # counted: not run again
-
-
-def readme_quickstart_sweep() -> list[str]:
-    """The README's CPU Optuna command, as a user types it."""
-    text = (REPO_ROOT / "README.md").read_text()
-    (command,) = set(re.findall(r"`(ddpm-train -m hparams_search=optuna experiment=quickstart[^`]*)`", text))
-    return command.split()
-
-
-@pytest.mark.slow  # a refused sweep (~10 s) and a 1-trial quickstart sweep (~40 s) on 2 shared cores
-def test_the_readme_quickstart_sweep_is_refused_before_its_first_trial_then_runs(tmp_path):
-    clone = tmp_path / "ddpm"  # a fresh clone as the start directory: logs/ land in it (paths.root_dir)
-    subprocess.run(["git", "clone", "-q", str(REPO_ROOT), str(clone)], check=True, timeout=60)
-    command = [arg for arg in readme_quickstart_sweep() if not arg.startswith("hydra.sweeper.n_trials=")]
-    short = [*command, "hydra.sweeper.n_trials=1", "trainer.max_steps=20"]
-    env = {"OMP_NUM_THREADS": "1"}
-    refused = run_cli(short, cwd=clone, timeout=300, env=env)
-    line = (
-        "optimized_metric=val/loss_ema is never logged (validation runs every trainer.val_check_interval=500 "
-        "steps, a trial stops at trainer.max_steps=20): lower trainer.val_check_interval or raise "
-        "trainer.max_steps"
-    )
-    assert refused.returncode in (1, 2) and line in refused.stderr, refused.stderr[-3000:]
-    if refused.returncode == 2:  # the entry points' one-line error contract
-        assert [ln for ln in refused.stderr.splitlines() if ln.strip()][-1] == f"error: {line}"
-        assert "Traceback" not in refused.stderr
-    optuna_dir = clone / "logs" / "quickstart" / "optuna"
-    assert not (optuna_dir / "quickstart.db").exists() and not (optuna_dir / "quickstart" / "0").exists()
-
-    fixed = run_cli([*short, "trainer.val_check_interval=10"], cwd=clone, timeout=600, env=env)
-    assert fixed.returncode == 0, fixed.stderr[-3000:]
-    study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{optuna_dir / 'quickstart.db'}")
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
-    assert OmegaConf.load(optuna_dir / "quickstart" / "optimization_results.yaml").best_value > 0
