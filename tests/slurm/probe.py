@@ -1,5 +1,5 @@
 """A callback for the SLURM tests: every rank appends one JSON line per optimizer step (step, loss, wall
-time, SLURM restart count, the environment Lightning detected) to ``<output_dir>/rank<r>.jsonl``."""
+time, SLURM restart count and node, the environment Lightning detected) to ``<output_dir>/rank<r>.jsonl``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ class StepLog(L.Callback):
             "loss": float(loss.item()),
             "time": time.time(),
             "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
+            "node_id": os.environ.get("SLURM_NODEID"),
+            "node": os.environ.get("SLURMD_NODENAME"),
             "world_size": trainer.world_size,
             "environment": type(trainer._accelerator_connector.cluster_environment).__name__,
             "pid": os.getpid(),
