@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import REPO_ROOT, run_cli
 
-from .jobs import TRAIN, job_env, step_log
+from .jobs import TRAIN, job_env, step_log, sweep_dir
 from .probe import read_steps
 
 STEPS = ["trainer=cpu", "trainer.max_steps=4", "trainer.val_check_interval=4", "logger=wandb"]
@@ -33,18 +33,15 @@ def job_interval(folder: Path) -> tuple[float, float]:
     return start, end
 
 
-def run_sweep(tmp_path: Path, launcher: str, env: dict) -> tuple[list[Path], float]:
-    sweep = tmp_path / "sweep"
+def run_sweep(checkout: Path, launcher: str, env: dict) -> tuple[list[Path], float]:
+    """The two-job sweep, run from ``checkout``: its job directories and sweep -> first step (s)."""
     started = time.time()
     probe = step_log("${paths.output_dir}/steps")
     args = ["-m", f"hydra/launcher={launcher}", *TRAIN, *STEPS, "seed=0,1", *probe]
-    result = run_cli(
-        ["ddpm-train", *args, f"hydra.sweep.dir={sweep}", f"paths.root_dir={tmp_path}"],
-        cwd=REPO_ROOT,
-        env=env,
-        timeout=600,
-    )
+    result = run_cli(["ddpm-train", *args], cwd=checkout, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
+    sweep = sweep_dir(checkout)
+    assert sweep is not None
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1"]
     run_ids = set()
@@ -63,13 +60,13 @@ def run_sweep(tmp_path: Path, launcher: str, env: dict) -> tuple[list[Path], flo
 
 
 @pytest.mark.slurm
-def test_two_sweep_jobs_run_concurrently_on_slurm(slurm, tmp_path):
-    jobs, first_step = run_sweep(tmp_path, "slurm_cpu", job_env(slurm))
+def test_two_sweep_jobs_run_concurrently_on_slurm(slurm, checkout):
+    jobs, first_step = run_sweep(checkout, "slurm_cpu", job_env(slurm))
     assert {read_steps(job / "steps")[0]["environment"] for job in jobs} == {"SLURMEnvironment"}
     print(f"\nsweep submitted -> first training step (array of 2 jobs): {first_step:.1f} s")
 
 
 @pytest.mark.slurm
-def test_the_same_sweep_through_the_local_launcher(tmp_path):
-    jobs, _ = run_sweep(tmp_path, "local", {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)})
+def test_the_same_sweep_through_the_local_launcher(checkout):
+    jobs, _ = run_sweep(checkout, "local", {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)})
     assert {read_steps(job / "steps")[0]["environment"] for job in jobs} == {"LightningEnvironment"}

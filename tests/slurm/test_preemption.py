@@ -2,127 +2,90 @@
 what ``sbatch --signal=USR1@<s>`` sends before the time limit), writes a checkpoint at the next step,
 requeues itself (``scontrol requeue``), starts again in the same run directory (runs/slurm-<job id>), resumes
 (resume=auto) in the same W&B run, and ends with the weights, EMA and Adam state of an uninterrupted run,
-bit for bit. Prints the measured delays."""
+bit for bit. Prints the measured delays. (On two nodes: test_two_nodes.py.)"""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.helpers import REPO_ROOT, run_cli
+from tests.helpers import run_cli
 
 from .jobs import (
-    SCRIPTS,
+    MAX_STEPS,
+    STEPS,
     TRAIN,
-    assert_same,
+    assert_resumed,
+    assert_same_end,
     job_env,
     job_info,
+    job_output,
+    preempt_and_requeue,
+    preemption_report,
+    run_dirs,
     sbatch,
     step_log,
-    training_state,
+    sweep_dir,
     wait_until,
 )
 from .probe import read_steps
 
 pytestmark = pytest.mark.slurm
 
-MAX_STEPS = 40
-STEPS = [
-    "trainer=cpu",
-    f"trainer.max_steps={MAX_STEPS}",
-    "trainer.val_check_interval=20",
-    "callbacks.model_checkpoint.every_n_train_steps=20",
-    "logger=wandb",
-]
+RUN = [*TRAIN, *STEPS, "trainer=cpu"]
 
 
-def test_preempted_job_requeues_resumes_and_ends_bit_identical(slurm, tmp_path):
+def test_preempted_job_requeues_resumes_and_ends_bit_identical(slurm, checkout):
     reference = run_cli(
-        ["ddpm-train", *TRAIN, *STEPS, *step_log(tmp_path / "ref_steps"), f"paths.root_dir={tmp_path}/ref"],
-        cwd=REPO_ROOT,
+        ["ddpm-train", *RUN, "logger=wandb", *step_log(checkout / "ref_steps")],
+        cwd=checkout,
         timeout=600,
         env={"OMP_NUM_THREADS": "1"},  # as the SLURM job: bit-exact needs equal thread counts
     )
     assert reference.returncode == 0, reference.stderr[-4000:]
+    (ref_run,) = run_dirs(checkout).values()
 
-    out, steps = tmp_path / "job.out", tmp_path / "steps"
-    submitted = time.time()
-    job, _ = sbatch(
-        slurm,
-        ["--ntasks-per-node=1", "--gpus-per-node=0", "--cpus-per-task=1", f"--output={out}"],
-        SCRIPTS / "train.sbatch",
-        [*TRAIN, *STEPS, *step_log(steps), f"paths.root_dir={tmp_path}/job"],
+    steps, submitted = checkout / "steps", time.time()
+    options = ["--ntasks-per-node=1", "--gpus-per-node=0", "--cpus-per-task=1"]
+    job, _ = sbatch(slurm, checkout, options, [*RUN, "logger=wandb", *step_log(steps)])
+    run_dir = checkout / "logs" / "train" / "runs" / f"slurm-{job}"
+    cycle = preempt_and_requeue(slurm, job, steps, run_dir)
+    log = job_output(checkout, job)
+    assert cycle.final["JobState"] == "COMPLETED" and cycle.final["Restarts"] == "1", (
+        cycle.final,
+        log[-4000:],
     )
-    run_dir = tmp_path / "job" / "logs" / "train" / "runs" / f"slurm-{job}"
-    preempted = run_dir / "checkpoints" / "preempted.ckpt"
-    wait_until(lambda: len(read_steps(steps)) >= 5, 300, "5 training steps")
-    signalled = time.time()
-    subprocess.run(["scancel", "--signal=USR1", job], env=slurm.env(), check=True)
-    wait_until(preempted.exists, 120, "the preemption checkpoint")
-    checkpoint_s = preempted.stat().st_mtime - signalled
-    # requeued by the job itself: pending until its BeginTime (SLURM holds a requeued job ~2 min): start now
-    info = wait_until(lambda: (i := job_info(slurm, job)).get("JobState") == "PENDING" and i, 120, "requeue")
-    requeued = time.time()
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=slurm.env(), check=True)
-    final = wait_until(
-        lambda: (i := job_info(slurm, job)).get("JobState") in ("COMPLETED", "FAILED", "CANCELLED") and i,
-        600,
-        "the requeued job to finish",
-    )
-    log = out.read_text()
-    assert final["JobState"] == "COMPLETED" and final["Restarts"] == "1", (final, log[-4000:])
 
     records = read_steps(steps)
-    before = [r for r in records if r["restart"] == 0]
-    after = [r for r in records if r["restart"] == 1]
-    assert before and after, log[-4000:]
-    # the first launch stopped at the checkpoint's step; the requeued one went on from the next step
-    assert [r["step"] for r in before + after] == list(range(1, MAX_STEPS + 1)), log[-4000:]
-    assert f"continuing {preempted}" in log or "preempted.ckpt" in log, log[-4000:]
-    ref_losses = [r["loss"] for r in read_steps(tmp_path / "ref_steps")]
-    assert [r["loss"] for r in records] == ref_losses
-    (ref_run,) = (tmp_path / "ref" / "logs" / "train" / "runs").iterdir()
-    assert_same(
-        training_state(run_dir / "checkpoints" / "last.ckpt"),
-        training_state(ref_run / "checkpoints" / "last.ckpt"),
-    )
+    before, after = assert_resumed(records, log)
+    assert [r["loss"] for r in records] == [r["loss"] for r in read_steps(checkout / "ref_steps")]
+    assert_same_end(run_dir, ref_run)
     # one W&B run: both launches wrote offline runs under the id kept in the run directory
     run_id = (run_dir / "wandb_run_id").read_text().strip()
     offline = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 2 and all(p.name.endswith(f"-{run_id}") for p in offline), offline
-
-    said = re.search(r"at step (\d+), ([\d.]+) s after the signal", log)
-    print(
-        f"\nsbatch -> first training step: {before[0]['time'] - submitted:.1f} s"
-        f"\npre-timeout signal -> checkpoint on disk: {checkpoint_s:.2f} s"
-        f" (callback: {said.group(2) if said else '?'} s, step {said.group(1) if said else '?'})"
-        f"\nrequeue cycle (last step before -> first step after, BeginTime skipped with StartTime=now):"
-        f" {after[0]['time'] - before[-1]['time']:.1f} s; pending seen {requeued - signalled:.1f} s after"
-        f" the signal (reason {info.get('Reason')})"
-    )
+    print(preemption_report(cycle, before, after, submitted, log))
 
 
-def test_sweep_job_preempted_through_the_hydra_slurm_launcher(slurm, tmp_path):
+def test_sweep_job_preempted_through_the_hydra_slurm_launcher(slurm, checkout):
     """The same through hydra/launcher=slurm_cpu (submitit: an array job, SIGUSR2): the preempted task
     requeues and resumes, its neighbour is untouched, and the sweep returns only after the requeued task
     has finished (submitit waits for its result, which the first launch must not write)."""
-    sweep = tmp_path / "sweep"
     probe = step_log("${paths.output_dir}/steps")
-    args = ["-m", "hydra/launcher=slurm_cpu", *TRAIN, *STEPS[:-1], "logger=csv", "seed=0,1", *probe]
-    paths = [f"hydra.sweep.dir={sweep}", f"paths.root_dir={tmp_path}"]
+    args = ["-m", "hydra/launcher=slurm_cpu", *RUN, "logger=csv", "seed=0,1", *probe]
     master = subprocess.Popen(
-        [sys.executable, "-m", "ddpm.cli.ddpm_train", *args, *paths],
-        cwd=REPO_ROOT,
+        [sys.executable, "-m", "ddpm.cli.ddpm_train", *args],
+        cwd=checkout,
         env=job_env(slurm),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
+        sweep = wait_until(lambda: sweep_dir(checkout), 120, "the sweep directory")
         wait_until(lambda: len(read_steps(sweep / "0" / "steps")) >= 5, 300, "5 steps of job 0")
         tasks = subprocess.run(["squeue", "-h", "-o", "%i"], env=slurm.env(), capture_output=True, text=True)
         (task,) = [t for t in tasks.stdout.split() if t.endswith("_0")]
