@@ -249,7 +249,7 @@ def preemption_report(
     """The measured delays of a preemption cycle, as printed lines."""
     said = re.search(r"at step (\d+), ([\d.]+) s after the signal", log)
     cycle_s, pending_s = after[0]["time"] - before[-1]["time"], cycle.requeued - cycle.signalled
-    begin = cycle.pending.get("BeginTime", "")
+    begin = cycle.pending.get("EligibleTime", "")
     hold_s = datetime.fromisoformat(begin).timestamp() - cycle.requeued if begin[:1].isdigit() else None
     return (
         f"\nsbatch -> first training step: {before[0]['time'] - submitted:.1f} s"
@@ -258,7 +258,7 @@ def preemption_report(
         f"\nrequeue cycle (last step before -> first step after, BeginTime skipped with StartTime=now):"
         f" {cycle_s:.1f} s; pending seen {pending_s:.1f} s after the signal"
         f" (reason {cycle.pending.get('Reason')}; SLURM would have held it"
-        f" {f'{hold_s:.0f} s' if hold_s is not None else '?'} more, to its BeginTime {begin})"
+        f" {f'{hold_s:.0f} s' if hold_s is not None else '?'} more, to its EligibleTime {begin})"
     )
 
 
