@@ -109,18 +109,25 @@ def job_env(cluster, **extra: str) -> dict[str, str]:
 
 
 def sbatch(
-    cluster, cwd: Path, options: list[str], args: list[str], script: str = TRAIN_SBATCH, **kw
+    cluster,
+    cwd: Path,
+    options: list[str],
+    args: list[str],
+    script: str = TRAIN_SBATCH,
+    *,
+    wait: bool = False,
+    env: dict[str, str] | None = None,
 ) -> tuple[str, int]:
-    """``sbatch options script args`` from ``cwd``: (job id, 0). Keywords: ``wait=True`` waits for the job
-    to end (polling scontrol: ``sbatch --wait`` polls every 2 s, doubled to 32 s) and returns its exit code
-    instead (1 for a job that did not complete); ``env={...}`` adds variables."""
+    """``sbatch options script args`` from ``cwd`` (``env``: extra variables): (job id, 0). ``wait``: wait
+    for the job to end, polling scontrol (``sbatch --wait`` polls every 2 s, doubled up to 32 s), and
+    return its exit code instead (1 for a job that did not complete)."""
     cmd = ["sbatch", "--parsable", *options, script, *args]
-    env = job_env(cluster, **kw.get("env", {}))
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    full_env = job_env(cluster, **(env or {}))
+    done = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         raise RuntimeError(f"sbatch failed: {done.stderr}")
     job = done.stdout.strip().split(";")[0]
-    if not kw.get("wait"):
+    if not wait:
         return job, 0
     info = wait_ended(cluster, job)
     return job, int(info["ExitCode"].split(":")[0]) or int(info["JobState"] != "COMPLETED")
