@@ -19,10 +19,10 @@ def test_two_process_ddp_keeps_ema_weights_equal(tmp_path):
             "data.batch_size=8",
             "+callbacks.probe._target_=tests.lightning.ddp_probe.DumpRankState",
             f"+callbacks.probe.output_dir={probe}",
-            f"paths.root_dir={tmp_path}",
         ],
-        cwd=REPO_ROOT,
+        cwd=tmp_path,  # a user's start directory: logs/ land there
         timeout=600,
+        env={"PYTHONPATH": str(REPO_ROOT)},  # the probe callback lives in tests/
     )
     assert result.returncode == 0, result.stderr[-4000:]
     r0, r1 = (torch.load(probe / f"rank{r}.pt") for r in (0, 1))
@@ -37,6 +37,8 @@ def test_two_process_ddp_keeps_ema_weights_equal(tmp_path):
         assert torch.equal(r0["ema"][key], r1["ema"][key]), key
     assert int(r0["ema"]["n_averaged"]) == 3
     assert any(not torch.equal(r0["net"][k], r0["ema"]["module." + k]) for k in r0["net"])
-    # one run directory for the whole DDP job, not one per rank
-    runs = list((tmp_path / "logs" / "train" / "runs").iterdir())
+    # one run directory for the whole DDP job, not one per rank (and runs/latest links it)
+    runs_dir = tmp_path / "logs" / "train" / "runs"
+    runs = [p for p in runs_dir.iterdir() if p.name != "latest"]
     assert len(runs) == 1, runs
+    assert (runs_dir / "latest").resolve() == runs[0].resolve()
