@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ddpm.diffusion.denoiser import NULL_LABEL
 from ddpm.errors import ConfigError
-from ddpm.sampling.guidance import NULL_LABEL
 
 __all__ = [
     "AttnBlock",
