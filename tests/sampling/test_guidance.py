@@ -15,11 +15,13 @@ import math
 import pytest
 import torch
 
+from ddpm.cli.labels import balanced_labels
 from ddpm.diffusion import GaussianDiffusion
+from ddpm.diffusion.denoiser import NULL_LABEL
 from ddpm.errors import ConfigError
 from ddpm.models import UNet
 from ddpm.sampling import SAMPLERS, DDIMSampler, PerSampleNoise, make_sampler, sample
-from ddpm.sampling.guidance import NULL_LABEL, GuidedModel, GuidedSampler, balanced_labels, guide
+from ddpm.sampling.guidance import GuidedModel, GuidedSampler, guide
 from ddpm.testing.oracle import ClassConditionalOracle, GaussianOracle, exact_moments
 from tests.sampling.test_oracle import within_tolerance
 

@@ -13,7 +13,7 @@ from ddpm.sampling.ancestral import AncestralSampler
 from ddpm.sampling.base import Sampler, Trajectory
 from ddpm.sampling.ddim import DDIMSampler
 from ddpm.sampling.dpm_solver import DPMSolverPPSampler
-from ddpm.sampling.guidance import NULL_LABEL, GuidedSampler, with_guidance
+from ddpm.sampling.guidance import GuidedSampler, with_guidance
 from ddpm.sampling.heun import HeunSampler
 from ddpm.sampling.inpaint import center_mask, inpaint_replacement
 from ddpm.sampling.loop import iter_samples, sample
@@ -23,7 +23,6 @@ from ddpm.sampling.respace import SpacedDiffusion
 from ddpm.sampling.spacing import SPACINGS, make_timesteps
 
 __all__ = [
-    "NULL_LABEL",
     "SAMPLERS",
     "SPACINGS",
     "AncestralSampler",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ddpm.diffusion.denoiser import null_labels
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
 from ddpm.sampling.ancestral import AncestralSampler
@@ -67,16 +68,18 @@ def make_sampler(name: str, diffusion: GaussianDiffusion, **settings: Any) -> Sa
     """Build the sampler called ``name`` (see the table above; ``-`` may stand for ``_``) for ``diffusion``.
 
     ``settings`` override the defaults, e.g. ``make_sampler("ddim", d, steps=100, eta=0.5)``;
-    ``guidance_scale=w`` wraps it in classifier-free guidance (:mod:`ddpm.sampling.guidance`; None: none).
+    ``guidance_scale=w`` wraps it in classifier-free guidance (:mod:`ddpm.sampling.guidance`; None: none),
+    ``null_cond`` its null conditioning (class labels' null class by default).
     """
     from ddpm.sampling.guidance import with_guidance
 
     guidance_scale = settings.pop("guidance_scale", None)
+    null_cond = settings.pop("null_cond", null_labels)
     key = name.lower().replace("-", "_").replace("++", "_pp")
     if key not in SAMPLERS:
         raise ConfigError(f"unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
     cls, defaults = SAMPLERS[key]
-    return with_guidance(cls(diffusion, **{**defaults, **settings}), guidance_scale)
+    return with_guidance(cls(diffusion, **{**defaults, **settings}), guidance_scale, null_cond)
 
 
 __all__ = ["SAMPLERS", "make_sampler"]
