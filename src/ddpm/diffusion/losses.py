@@ -40,12 +40,6 @@ def noised_prediction(
 LOSS_WEIGHTINGS: tuple[str, ...] = ("none", "min_snr")
 
 
-def snr(diffusion: GaussianDiffusion, t: Tensor) -> Tensor:
-    """SNR(t) = abar_t / (1 - abar_t) (float64, shape [B]); lambda_t = 0.5 log SNR(t)."""
-    abar = diffusion.alphas_cumprod.to(t.device)[t]
-    return abar / (1.0 - abar)
-
-
 def min_snr_weight(diffusion: GaussianDiffusion, t: Tensor, gamma: float) -> Tensor:
     """Min-SNR-gamma weight (Hang et al. 2023) of the MSE on ``diffusion.mean_type``'s target, float64 [B].
 
@@ -61,7 +55,7 @@ def min_snr_weight(diffusion: GaussianDiffusion, t: Tensor, gamma: float) -> Ten
     (Implementations that use min(SNR, gamma) / SNR for v weight the x_0 error by
     min(SNR, gamma) (SNR + 1) / SNR instead.) mu-prediction has no such weighting: a ConfigError.
     """
-    ratio = snr(diffusion, t)
+    ratio = diffusion.snr.to(t.device)[t]
     clipped = ratio.clamp(max=float(gamma))
     if diffusion.mean_type == "x0":
         return clipped

@@ -12,7 +12,7 @@ from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.sampling.base import ChainSampler, Trajectory, full_timestep, should_record
 from ddpm.sampling.noise import NoiseSource
 from ddpm.sampling.respace import SpacedDiffusion
-from ddpm.sampling.spacing import resolve_timesteps
+from ddpm.sampling.spacing import chain_timesteps
 from ddpm.utils.progress import progress_bar
 
 # Called after every step with (x, t_next): the new state and its ORIGINAL timestep (-1 for x_0).
@@ -42,14 +42,9 @@ class AncestralSampler(ChainSampler):
     ) -> None:
         self.base_diffusion = diffusion
         self.clip_denoised = clip_denoised
-        if steps is None and timesteps is None:
-            self.diffusion: GaussianDiffusion = diffusion
-            self.timesteps = list(range(diffusion.num_timesteps))
-        else:
-            self.timesteps = resolve_timesteps(
-                diffusion.num_timesteps, steps, spacing, timesteps, diffusion.alphas_cumprod
-            )
-            self.diffusion = SpacedDiffusion(diffusion, self.timesteps)
+        self.timesteps = chain_timesteps(diffusion, steps, spacing, timesteps)  # all T without either
+        respace = steps is not None or timesteps is not None
+        self.diffusion = SpacedDiffusion(diffusion, self.timesteps) if respace else diffusion
 
     @property
     def num_steps(self) -> int:
@@ -61,7 +56,7 @@ class AncestralSampler(ChainSampler):
         return isinstance(self.diffusion, SpacedDiffusion)
 
     def _wrap(self, model: Model) -> Model:
-        return self.diffusion.wrap_model(model) if isinstance(self.diffusion, SpacedDiffusion) else model
+        return self.diffusion.wrap_model(model) if self.respaced else model
 
     def p_sample(self, model: Model, x_t: Tensor, t: int, noise: NoiseSource, *, cond: Cond | None = None):
         """One reverse step from x_t at chain index t; returns (x_{t-1}, ReverseParams).

@@ -4,9 +4,9 @@ A sampler is built as ``Sampler(diffusion, **settings)`` and used as
 ``sampler.sample(model, shape, noise, device, progress, cond=cond) -> x_0`` where ``model`` is the
 project's one model call ``model(x_t, t, **cond) -> output`` (:class:`ddpm.diffusion.denoiser.Model`;
 ``t``: int64 tensor [B] of ORIGINAL timestep indices ``0..T-1``; the output is what the diffusion's
-``mean_type``/``var_type`` say: eps, x_0 or mu, plus the variance half for learned variance).
-``sampler.num_steps`` is the number of network evaluations per image and ``sampler.timesteps`` the
-increasing original indices the chain visits.
+``mean_type``/``var_type`` say: eps, x_0, mu or v, plus the variance half for a learned variance).
+``sampler.num_steps`` is the number of network evaluations per image (two per level but the last for
+Heun) and ``sampler.timesteps`` the increasing original indices the chain visits.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ddpm.diffusion.denoiser import Cond, Model
+from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
 from ddpm.sampling.noise import NoiseSource
 
@@ -43,7 +44,8 @@ class Trajectory:
 
 @runtime_checkable
 class Sampler(Protocol):
-    """The interface of :class:`AncestralSampler`, :class:`DDIMSampler` and :class:`DPMSolverPPSampler`."""
+    """The interface of every sampler (:class:`AncestralSampler`, :class:`DDIMSampler`,
+    :class:`DPMSolverPPSampler`, :class:`HeunSampler`, and a :class:`GuidedSampler` around any of them)."""
 
     timesteps: list[int]
 
@@ -63,9 +65,25 @@ class Sampler(Protocol):
 
 
 class ChainSampler:
-    """Shared ``sample``: draw x_T ~ N(0, I) and decode it with the subclass's ``sample_from``."""
+    """Shared ``sample``: draw x_T ~ N(0, I) and decode it with the subclass's ``sample_from``; shared
+    :meth:`predict`: the (x_0, eps) a model call implies."""
 
     timesteps: list[int]
+    diffusion: GaussianDiffusion
+    clip_denoised: bool
+
+    def predict(
+        self, model: Model, x_t: Tensor, t: int, *, cond: Cond | None = None, clip: bool | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``(x0_hat, eps_hat)`` of the model at ``x_t`` and timestep ``t`` (an index of ``self.diffusion``).
+
+        The output is read as the diffusion's ``mean_type`` says (eps: x_0 by inverting eq. 4; x_0;
+        v; mu: inverting eq. 7); x0_hat is clipped to [-1, 1] when ``clip`` (default ``clip_denoised``)
+        and eps_hat is then the one consistent with it (DDIM's f_theta, eq. 9, and its eps).
+        """
+        tt = full_timestep(t, x_t)
+        clip = self.clip_denoised if clip is None else clip
+        return self.diffusion.predict_x0_eps(model(x_t, tt, **(cond or {})), x_t, tt, clip)
 
     def chain_index(self, t: int) -> int:
         """The position of ORIGINAL timestep ``t`` in ``self.timesteps``; a ConfigError if it is not there."""
@@ -120,6 +138,11 @@ class ChainSampler:
         raise NotImplementedError
 
 
+def cpu64(values: Tensor) -> Tensor:
+    """A float64 CPU copy of a schedule table: a sampler reads it at every step without a device sync."""
+    return values.detach().cpu().to(torch.float64)
+
+
 def full_timestep(t: int, like: Tensor) -> Tensor:
     """An int64 tensor [B] filled with ``t`` on ``like``'s device."""
     return torch.full((like.shape[0],), int(t), device=like.device, dtype=torch.long)
@@ -130,4 +153,4 @@ def should_record(trajectory: Trajectory | None, record_every: int, index: int) 
     return trajectory is not None and record_every > 0 and (index % record_every == 0 or index == 0)
 
 
-__all__ = ["ChainSampler", "Sampler", "Trajectory", "full_timestep", "should_record"]
+__all__ = ["ChainSampler", "Sampler", "Trajectory", "cpu64", "full_timestep", "should_record"]

@@ -39,9 +39,10 @@ from torch import Tensor
 from ddpm.diffusion.denoiser import Cond, Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
-from ddpm.sampling.base import ChainSampler, Trajectory, full_timestep, should_record
+from ddpm.sampling.base import ChainSampler, Trajectory, cpu64, should_record
 from ddpm.sampling.noise import NoiseSource
-from ddpm.sampling.spacing import log_snr, resolve_timesteps
+from ddpm.sampling.respace import chain_alphas_cumprod
+from ddpm.sampling.spacing import chain_timesteps
 from ddpm.utils.progress import progress_bar
 
 
@@ -80,13 +81,11 @@ class DPMSolverPPSampler(ChainSampler):
         self.clip_denoised = clip_denoised
         self.lower_order_final = lower_order_final
         self.max_third_order_step = float(max_third_order_step)
-        self.timesteps = resolve_timesteps(
-            diffusion.num_timesteps, steps, spacing, timesteps, diffusion.alphas_cumprod
-        )
-        abar = diffusion.alphas_cumprod.detach().cpu().to(torch.float64)[self.timesteps]
+        self.timesteps = chain_timesteps(diffusion, steps, spacing, timesteps)
+        abar, _ = chain_alphas_cumprod(diffusion, self.timesteps)
         self._alpha = abar.sqrt()
         self._sigma = (1 - abar).sqrt()
-        self._lambda = log_snr(abar)
+        self._lambda = cpu64(diffusion.log_snr)[self.timesteps]
 
     @property
     def num_steps(self) -> int:
@@ -118,12 +117,6 @@ class DPMSolverPPSampler(ChainSampler):
         phi3 = (phi1 + h) / h**2 - 0.5
         return ratio * x - alpha_t * phi1 * d0 + alpha_t * phi2 * d1 - alpha_t * phi3 * d2
 
-    def predict_x0(self, model: Model, x_t: Tensor, t: int, *, cond: Cond | None = None) -> Tensor:
-        """The data prediction D = x0_theta(x_t, t) at ORIGINAL timestep t (clipped if ``clip_denoised``)."""
-        tt = full_timestep(t, x_t)
-        out = model(x_t, tt, **(cond or {}))
-        return self.diffusion.predict_x0_eps(out, x_t, tt, self.clip_denoised)[0]
-
     @torch.no_grad()
     def sample_from(
         self,
@@ -149,7 +142,7 @@ class DPMSolverPPSampler(ChainSampler):
             range(start, -1, -1), enabled=progress, description="DPM-Solver++", total=start + 1
         )
         for k, i in enumerate(bar):
-            d = self.predict_x0(model, x, self.timesteps[i], cond=cond)
+            d, _ = self.predict(model, x, self.timesteps[i], cond=cond)  # D = x0_theta(x_t, t)
             history = [*history[-2:], d]
             lambdas = [*lambdas[-2:], float(self._lambda[i])]
             # the last step goes to sigma = 0: x_0 = D(x_{t_0}, t_0)
