@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ddpm.diffusion.denoiser import Cond, Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.diffusion.likelihood import mean_flat, prior_bpd, vlb_term_bpd
-from ddpm.diffusion.timestep_sampler import sample_timesteps
+from ddpm.diffusion.timestep_sampler import UniformTimestepSampler, sample_timesteps
 from ddpm.errors import ConfigError
 
 
@@ -117,7 +117,8 @@ class SimpleLoss(nn.Module):
 
 # ---------------------------------------------------------------------- variational bound losses
 class _TimestepMixin(nn.Module):
-    """Draws (t, importance weights) from ``timestep_sampler`` while training, uniformly otherwise."""
+    """Draws (t, importance weights) from ``timestep_sampler`` while training, from
+    :class:`UniformTimestepSampler` otherwise (the same draw as :class:`SimpleLoss`'s)."""
 
     timestep_sampler: nn.Module | None
 
@@ -131,8 +132,7 @@ class _TimestepMixin(nn.Module):
                 f"diffusion has num_timesteps={diffusion.num_timesteps}; they must be equal"
             )
         if sampler is None or not self.training:
-            t = sample_timesteps(x0.shape[0], diffusion.num_timesteps, x0.device, generator)
-            return t, torch.ones(x0.shape[0], device=x0.device)
+            sampler = UniformTimestepSampler(diffusion.num_timesteps)
         return sampler.sample(x0.shape[0], x0.device, generator)
 
     def _noised_prediction(
