@@ -2,7 +2,7 @@
 
 Every loss, likelihood term, sampler and callback calls the network this way. ``t`` is an int64
 tensor [B] of timestep indices 0..T-1; the output is what the diffusion's ``mean_type`` and
-``var_type`` say (eps, x_0 or mu, plus the variance half for a learned variance). ``cond`` holds
+``var_type`` say (eps, x_0, mu or v, plus the variance half for a learned variance). ``cond`` holds
 optional per-example conditioning tensors with a leading batch dimension (e.g. ``class_labels`` [B]),
 passed through untouched, as improved-diffusion's ``model_kwargs`` and EDM's ``class_labels``; an
 unconditional call passes none. :func:`split_batch` reads ``(x0, cond)`` from a data batch.
