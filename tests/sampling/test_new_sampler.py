@@ -10,7 +10,7 @@ eq. 12 rewritten (Song et al. 2021, eq. 14; Karras et al. 2022, Sec. 3): both mu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import hydra
 import pytest
@@ -52,26 +52,15 @@ class EulerSampler(ChainSampler):
     def num_steps(self) -> int:
         return len(self.timesteps)
 
-    def sample_from(
-        self,
-        model: Model,
-        x_t: Tensor,
-        t: int,
-        noise: NoiseSource | None = None,
-        progress: bool = False,
-        *,
-        cond: Cond | None = None,
-        **unused: object,
-    ) -> Tensor:
-        start = self.chain_index(t)
-        x = x_t / float(self._sqrt_abar[t])
+    def chain(
+        self, model: Model, x_t: Tensor, start: int, noise: NoiseSource | None, cond: Cond | None
+    ) -> Iterator[tuple[int, Tensor, Tensor]]:
+        x = x_t / float(self._sqrt_abar[self.timesteps[start]])
         for i in range(start, -1, -1):
-            t_i = self.timesteps[i]
-            x0_hat, eps_hat = self.predict(model, x * float(self._sqrt_abar[t_i]), t_i, cond=cond)
-            if i == 0:
-                return x0_hat  # sigma = 0
-            x = x + float(self._sigma[self.timesteps[i - 1]] - self._sigma[t_i]) * eps_hat
-        return x
+            t = self.timesteps[i]
+            x0_hat, eps_hat = self.predict(model, x * float(self._sqrt_abar[t]), t, cond=cond)
+            x = x0_hat if i == 0 else x + float(self._sigma[self.timesteps[i - 1]] - self._sigma[t]) * eps_hat
+            yield i, x, x0_hat  # x: EDM's scaled state (a trajectory would want x_t: override state())
 
 
 EULER_YAML = f"""# Euler's method on the probability-flow ODE (a toy sampler of the tests)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
 
 from ddpm.diffusion.denoiser import Cond, Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
-from ddpm.sampling.base import ChainSampler, Trajectory, full_timestep, should_record
+from ddpm.errors import ConfigError
+from ddpm.sampling.base import ChainSampler, Trajectory, full_timestep
 from ddpm.sampling.noise import NoiseSource
 from ddpm.sampling.respace import SpacedDiffusion
 from ddpm.sampling.spacing import chain_timesteps
-from ddpm.utils.progress import progress_bar
 
 # Called after every step with (x, t_next): the new state and its ORIGINAL timestep (-1 for x_0).
 StepHook = Callable[[Tensor, int], Tensor]
@@ -72,36 +72,30 @@ class AncestralSampler(ChainSampler):
         z = noise.randn(x_t.shape[1:], x_t.device, x_t.dtype)
         return params.mean + (0.5 * params.log_variance).exp() * z, params
 
-    @torch.no_grad()
-    def sample_from(
+    def chain(
         self,
         model: Model,
         x_t: Tensor,
-        t: int,
-        noise: NoiseSource,
-        progress: bool = False,
-        *,
-        record_every: int = 0,
-        trajectory: Trajectory | None = None,
-        cond: Cond | None = None,
+        start: int,
+        noise: NoiseSource | None,
+        cond: Cond | None,
         hook: StepHook | None = None,
-    ) -> Tensor:
-        """Run the chain from a given x_t at ORIGINAL timestep ``t`` (which must be on the chain) to x_0.
+    ) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """Algorithm 2's steps from chain position ``start`` down to x_0.
 
-        ``hook(x, t_next)`` is applied to every new state (``t_next`` its original timestep, -1 for
-        x_0): :mod:`ddpm.sampling.inpaint` uses it to condition the chain on known pixels.
+        ``hook(x, t_next)`` (a ``sample_from`` option) is applied to every new state (``t_next`` its
+        original timestep, -1 for x_0): :mod:`ddpm.sampling.inpaint` uses it to condition the chain on
+        known pixels.
         """
-        start = self.chain_index(t)
+        if noise is None:
+            raise ConfigError("ancestral sampling needs a noise source (z of Algorithm 2)")
         wrapped = self._wrap(model)
         x = x_t
-        steps = range(start, -1, -1)
-        for i in progress_bar(steps, enabled=progress, description="sampling", total=start + 1):
+        for i in range(start, -1, -1):
             x, params = self.p_sample(wrapped, x, i, noise, cond=cond)
             if hook is not None:
                 x = hook(x, self.timesteps[i - 1] if i > 0 else -1)
-            if should_record(trajectory, record_every, i):
-                trajectory.record(self.timesteps[i], x, params.pred_x0)
-        return x
+            yield i, x, params.pred_x0
 
     def progressive(
         self,

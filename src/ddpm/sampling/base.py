@@ -11,9 +11,9 @@ Heun) and ``sampler.timesteps`` the increasing original indices the chain visits
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -22,6 +22,7 @@ from ddpm.diffusion.denoiser import Cond, Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
 from ddpm.sampling.noise import NoiseSource
+from ddpm.utils.progress import progress_bar
 
 
 @dataclass
@@ -65,8 +66,9 @@ class Sampler(Protocol):
 
 
 class ChainSampler:
-    """Shared ``sample``: draw x_T ~ N(0, I) and decode it with the subclass's ``sample_from``; shared
-    :meth:`predict`: the (x_0, eps) a model call implies."""
+    """What the samplers share: ``sample`` draws x_T ~ N(0, I) and ``sample_from`` decodes it by the
+    subclass's :meth:`chain` (a generator of steps), recording a trajectory and showing progress;
+    :meth:`predict` gives the (x_0, eps) a model call implies."""
 
     timesteps: list[int]
     diffusion: GaussianDiffusion
@@ -122,6 +124,7 @@ class ChainSampler:
             cond=cond,
         )
 
+    @torch.no_grad()
     def sample_from(
         self,
         model: Model,
@@ -133,9 +136,34 @@ class ChainSampler:
         record_every: int = 0,
         trajectory: Trajectory | None = None,
         cond: Cond | None = None,
+        **options: Any,
     ) -> Tensor:
-        """Decode a given x_t at ORIGINAL timestep ``t`` (on the chain) down to x_0."""
+        """Decode a given x_t at ORIGINAL timestep ``t`` (on the chain) down to x_0: the steps of
+        :meth:`chain` from ``t``'s position (``options`` are the subclass's, e.g. the ancestral ``hook``).
+
+        ``noise`` may be None for a deterministic chain. The trajectory records :meth:`state` after each
+        recorded step and the model's x_0 prediction there.
+        """
+        start = self.chain_index(t)
+        x = x_t
+        steps = self.chain(model, x_t, start, noise, cond, **options)
+        for i, x, pred_x0 in progress_bar(steps, enabled=progress, description=self.label, total=start + 1):
+            if should_record(trajectory, record_every, i):
+                trajectory.record(self.timesteps[i], self.state(x, i), pred_x0)
+        return x
+
+    label = "sampling"  # the progress bar's description
+
+    def chain(
+        self, model: Model, x_t: Tensor, start: int, noise: NoiseSource | None, cond: Cond | None
+    ) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """The sampler's steps from ``x_t`` at chain position ``start`` down to x_0 (after position 0):
+        yields ``(i, x, pred_x0)`` after the step from position i, its last ``x`` being x_0."""
         raise NotImplementedError
+
+    def state(self, x: Tensor, i: int) -> Tensor:
+        """The DDPM-scale x_t of a state :meth:`chain` yielded after position ``i`` (the same here)."""
+        return x
 
 
 def cpu64(values: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ ODE); ``eta = 1`` is the DDPM ancestral step with the posterior variance of the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -24,7 +24,7 @@ from torch import Tensor
 from ddpm.diffusion.denoiser import Cond, Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
-from ddpm.sampling.base import ChainSampler, Trajectory, should_record
+from ddpm.sampling.base import ChainSampler
 from ddpm.sampling.noise import NoiseSource
 from ddpm.sampling.respace import chain_alphas_cumprod
 from ddpm.sampling.spacing import chain_timesteps
@@ -42,6 +42,8 @@ class DDIMSampler(ChainSampler):
         timesteps: explicit increasing original indices (overrides ``steps``/``spacing``).
         clip_denoised: clip x0_hat to [-1, 1] (as the DDPM sampler does).
     """
+
+    label = "DDIM"
 
     def __init__(
         self,
@@ -74,36 +76,20 @@ class DDIMSampler(ChainSampler):
         dir_coef = (1 - abar_s - sigma**2).clamp(min=0).sqrt()
         return float(abar_s.sqrt()), float(dir_coef), float(sigma)
 
-    @torch.no_grad()
-    def sample_from(
-        self,
-        model: Model,
-        x_t: Tensor,
-        t: int,
-        noise: NoiseSource | None = None,
-        progress: bool = False,
-        *,
-        record_every: int = 0,
-        trajectory: Trajectory | None = None,
-        cond: Cond | None = None,
-    ) -> Tensor:
-        """Decode a given x_t at ORIGINAL timestep ``t`` (on the chain) down to x_0 (eq. 12).
-
-        ``noise`` may be None when ``eta == 0``.
-        """
-        start = self.chain_index(t)
+    def chain(
+        self, model: Model, x_t: Tensor, start: int, noise: NoiseSource | None, cond: Cond | None
+    ) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """The steps of eq. 12 from chain position ``start`` to x_0 (``noise``: None will do for eta = 0)."""
         if self.eta > 0 and noise is None:
             raise ConfigError("DDIM with eta > 0 needs a noise source")
         x = x_t
-        for i in progress_bar(range(start, -1, -1), enabled=progress, description="DDIM", total=start + 1):
+        for i in range(start, -1, -1):
             x0_hat, eps_hat = self.predict(model, x, self.timesteps[i], cond=cond)
             a_s, dir_coef, sigma = self.step_coefficients(i)
             x = a_s * x0_hat + dir_coef * eps_hat
             if sigma > 0 and i > 0:
                 x = x + sigma * noise.randn(x.shape[1:], x.device, x.dtype)
-            if should_record(trajectory, record_every, i):
-                trajectory.record(self.timesteps[i], x, x0_hat)
-        return x
+            yield i, x, x0_hat
 
     @torch.no_grad()
     def encode(

@@ -37,18 +37,16 @@ top level like every other sampler (x_edm = x_T / sqrt(abar_T), variance 1 + sig
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-import torch
 from torch import Tensor
 
 from ddpm.diffusion.denoiser import Cond, Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
-from ddpm.sampling.base import ChainSampler, Trajectory, cpu64, should_record
+from ddpm.sampling.base import ChainSampler, cpu64
 from ddpm.sampling.noise import NoiseSource
 from ddpm.sampling.spacing import SPACINGS, chain_timesteps, karras_timesteps, nearest_timestep
-from ddpm.utils.progress import progress_bar
 
 HEUN_SPACINGS: tuple[str, ...] = ("karras", *SPACINGS)
 
@@ -67,6 +65,8 @@ class HeunSampler(ChainSampler):
             ``s_churn=0`` is deterministic.
         sigma_min, sigma_max: the ``karras`` range (``None``: the model's smallest / largest sigma).
     """
+
+    label = "Heun"
 
     def __init__(
         self,
@@ -138,31 +138,19 @@ class HeunSampler(ChainSampler):
             x_next = x + (sigma_next - sigma_hat) * (0.5 * d + 0.5 * d_prime)
         return x_next, denoised
 
-    @torch.no_grad()
-    def sample_from(
-        self,
-        model: Model,
-        x_t: Tensor,
-        t: int,
-        noise: NoiseSource | None = None,
-        progress: bool = False,
-        *,
-        record_every: int = 0,
-        trajectory: Trajectory | None = None,
-        cond: Cond | None = None,
-    ) -> Tensor:
-        """Decode a given x_t at ORIGINAL timestep ``t`` (on the chain) down to x_0.
-
-        ``noise`` may be None without churn. The trajectory records x_t (DDPM scale) after each step.
-        """
-        start = self.chain_index(t)
-        x = x_t / float(self._sqrt_abar[t])
-        for i in progress_bar(range(start, -1, -1), enabled=progress, description="Heun", total=start + 1):
+    def chain(
+        self, model: Model, x_t: Tensor, start: int, noise: NoiseSource | None, cond: Cond | None
+    ) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """The Heun steps from level ``start`` down to sigma = 0, in EDM's scale x = x_t / sqrt(abar_t)
+        (:meth:`state` scales back); ``noise`` may be None without churn."""
+        x = x_t / float(self._sqrt_abar[self.timesteps[start]])
+        for i in range(start, -1, -1):
             x, denoised = self.step(model, x, i, noise, cond)
-            if should_record(trajectory, record_every, i):
-                scale = float(self._sqrt_abar[self.timesteps[i - 1]]) if i > 0 else 1.0
-                trajectory.record(self.timesteps[i], x * scale, denoised)
-        return x
+            yield i, x, denoised
+
+    def state(self, x: Tensor, i: int) -> Tensor:
+        """x_t = sqrt(abar_t) x of the EDM-scale state after level ``i`` (at level i - 1; x_0 after 0)."""
+        return x * (float(self._sqrt_abar[self.timesteps[i - 1]]) if i > 0 else 1.0)
 
 
 __all__ = ["HEUN_SPACINGS", "HeunSampler"]
