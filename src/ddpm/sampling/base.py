@@ -73,6 +73,7 @@ class ChainSampler:
     timesteps: list[int]
     diffusion: GaussianDiffusion
     clip_denoised: bool
+    label = "sampling"  # the progress bar's description
 
     def predict(
         self, model: Model, x_t: Tensor, t: int, *, cond: Cond | None = None, clip: bool | None = None
@@ -151,8 +152,6 @@ class ChainSampler:
             if should_record(trajectory, record_every, i):
                 trajectory.record(self.timesteps[i], self.state(x, i), pred_x0)
         return x
-
-    label = "sampling"  # the progress bar's description
 
     def chain(
         self, model: Model, x_t: Tensor, start: int, noise: NoiseSource | None, cond: Cond | None
