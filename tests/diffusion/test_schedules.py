@@ -31,6 +31,10 @@ def reference_coefficients(betas: np.ndarray) -> dict[str, np.ndarray]:
         ),
         "posterior_log_variance_clipped": np.log(np.concatenate([[post_var[1]], post_var[1:]])),
         "fixed_large_variance": np.concatenate([[post_var[1]], betas[1:]]),
+        # the noise levels: SNR, lambda = log(alpha / sigma) (DPM-Solver), EDM's sigma
+        "snr": np.array([abar[i] / (1 - abar[i]) for i in range(T)]),
+        "log_snr": np.array([math.log(math.sqrt(abar[i]) / math.sqrt(1 - abar[i])) for i in range(T)]),
+        "sigmas": np.array([math.sqrt(1 - abar[i]) / math.sqrt(abar[i]) for i in range(T)]),
     }
 
 

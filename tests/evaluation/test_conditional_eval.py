@@ -14,12 +14,13 @@ from omegaconf import OmegaConf
 
 from ddpm.callbacks.run_config import RunConfigCallback
 from ddpm.cli.ddpm_sample import generate_images
+from ddpm.diffusion.denoiser import NULL_LABEL
 from ddpm.errors import ConfigError
 from ddpm.evaluation.generation import read_images
 from ddpm.io.shards import ShardStore
 from ddpm.models.diffusers_port import to_diffusers_state_dict
 from ddpm.sampling import DDIMSampler, iter_samples
-from ddpm.sampling.guidance import NULL_LABEL, GuidedSampler
+from ddpm.sampling.guidance import GuidedSampler
 from ddpm.utils.config import config_dir
 from ddpm.utils.images import to_uint8
 from ddpm.weights import export_checkpoint, load_model

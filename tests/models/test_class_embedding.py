@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ddpm.diffusion.denoiser import NULL_LABEL
 from ddpm.errors import ConfigError
 from ddpm.models import UNet
 from ddpm.models.unet import timestep_embedding
-from ddpm.sampling.guidance import NULL_LABEL
 from tests.models.test_unet import CIFAR10, LSUN256, SMALL, randomize_
 
 

@@ -18,7 +18,8 @@ from ddpm.errors import CheckpointError, ConfigError
 from ddpm.io.checkpoint_file import read_checkpoint
 from ddpm.lightning.module import DDPMLitModule
 from ddpm.lightning.restore import checkpoint_config, load_module
-from ddpm.sampling import SAMPLERS, PerSampleNoise, make_sampler
+from ddpm.sampling import PerSampleNoise, make_sampler, sampler_names
+from ddpm.sampling.registry import sampler_config, sampler_settings
 from ddpm.utils.config import config_dir
 from tests.helpers import run_cli
 from tests.sampling.helpers import TinyNet
@@ -100,14 +101,18 @@ def _settings(sampler) -> dict:
 
 
 def test_registry_and_sampler_configs_name_the_same_samplers():
-    assert set(SAMPLER_CONFIGS) == set(SAMPLERS)
+    assert sampler_names() == SAMPLER_CONFIGS
+    with pytest.raises(ConfigError, match="unknown sampler 'euler': choose one of ancestral, ") as info:
+        make_sampler("euler", GaussianDiffusion(num_timesteps=10))
+    assert all(name in str(info.value) for name in SAMPLER_CONFIGS)
 
 
 @pytest.mark.parametrize("name", SAMPLER_CONFIGS)
 def test_registry_and_sampler_config_build_the_same_sampler(name):
     """``sampler=<name>`` (Hydra) and ``make_sampler("<name>")`` (Python) are one sampler, same defaults."""
     cfg = _sampler_config(name)
-    cls, defaults = SAMPLERS[name]
+    cls, defaults = sampler_settings(name)
+    assert OmegaConf.to_container(cfg) == sampler_config(name)  # its defaults list merged as Hydra does
     assert {k: v for k, v in OmegaConf.to_container(cfg).items() if not k.startswith("_")} == defaults
     d = GaussianDiffusion(num_timesteps=100)
     from_config = hydra.utils.instantiate(cfg)(d)

@@ -15,11 +15,14 @@ import math
 import pytest
 import torch
 
+from ddpm.cli.labels import balanced_labels
 from ddpm.diffusion import GaussianDiffusion
+from ddpm.diffusion.denoiser import NULL_LABEL
 from ddpm.errors import ConfigError
 from ddpm.models import UNet
-from ddpm.sampling import SAMPLERS, DDIMSampler, PerSampleNoise, make_sampler, sample
-from ddpm.sampling.guidance import NULL_LABEL, GuidedModel, GuidedSampler, balanced_labels, guide
+from ddpm.sampling import DDIMSampler, PerSampleNoise, make_sampler, sample, sampler_names
+from ddpm.sampling.guidance import GuidedModel, GuidedSampler, guide
+from ddpm.sampling.registry import sampler_settings
 from ddpm.testing.oracle import ClassConditionalOracle, GaussianOracle, exact_moments
 from tests.sampling.test_oracle import within_tolerance
 
@@ -37,7 +40,7 @@ def _oracle(equal_std: bool = True, mixture_null: bool = False, seed: int = 0) -
 
 def _settings(name: str, **extra: object) -> dict:
     """No clipping (so samplers stay affine), where the sampler has that setting."""
-    return {**({"clip_denoised": False} if "clip_denoised" in SAMPLERS[name][1] else {}), **extra}
+    return {**({"clip_denoised": False} if "clip_denoised" in sampler_settings(name)[1] else {}), **extra}
 
 
 def test_mixture_eps_is_minus_sqrt_one_minus_abar_times_the_exact_score():
@@ -69,7 +72,7 @@ def test_conditional_sampling_reproduces_each_class_component(label):
     assert not within_tolerance(mean, var, other, 2000)[0]  # the check can fail
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("name", sampler_names())
 def test_guidance_in_every_sampler_gives_the_closed_form_gaussian_with_one_call_per_step(name):
     oracle, w, label = _oracle(), 2.0, 1
     guided = make_sampler(name, LINEAR, **_settings(name, guidance_scale=w))

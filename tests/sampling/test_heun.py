@@ -19,8 +19,8 @@ from torch import Tensor
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.errors import ConfigError
 from ddpm.sampling import DDIMSampler, HeunSampler, PerSampleNoise, Trajectory, make_sampler
-from ddpm.sampling.heun import karras_timesteps
 from ddpm.sampling.noise import NoiseSource
+from ddpm.sampling.spacing import karras_timesteps
 from ddpm.testing import BatchNoise, GaussianOracle, exact_moments, sample_moments
 from tests.sampling.helpers import make_oracle, oracle_as
 

@@ -9,7 +9,6 @@ from torch import Tensor
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.errors import ConfigError
 from ddpm.sampling import (
-    SAMPLERS,
     AncestralSampler,
     DDIMSampler,
     PerSampleNoise,
@@ -19,6 +18,7 @@ from ddpm.sampling import (
     loop,
     make_sampler,
     sample,
+    sampler_names,
 )
 from tests.sampling.helpers import TinyNet
 
@@ -91,7 +91,7 @@ def test_the_model_samples_in_eval_mode_and_gets_its_mode_back():
     assert net.training
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("name", sampler_names())
 def test_conditioning_reaches_the_model_batch_by_batch(name):
     """cond is sliced per batch (aligned with the seeds) and passed to every network call of every sampler."""
     net = ProbeNet().eval()

@@ -83,3 +83,22 @@ def test_uniform_sampler_draws_the_same_stream_as_the_default():
     t, w = UniformTimestepSampler(100).sample(16, torch.device("cpu"), torch.Generator().manual_seed(3))
     assert torch.equal(t, sample_timesteps(16, 100, torch.device("cpu"), torch.Generator().manual_seed(3)))
     assert torch.equal(w, torch.ones(16))
+
+
+def test_every_loss_draws_t_as_the_uniform_sampler_does_and_consumes_the_generator_alike():
+    from ddpm.diffusion.losses import HybridLoss, SimpleLoss
+
+    d, x0, seen = GaussianDiffusion(num_timesteps=100), torch.rand(16, 1, 4, 4) * 2 - 1, []
+
+    def model(x_t, t):
+        seen.append(t)
+        return torch.zeros_like(x_t)
+
+    for loss in (SimpleLoss(), VLBLoss(), HybridLoss(), VLBLoss(UniformTimestepSampler(100)).eval()):
+        generator = torch.Generator().manual_seed(3)
+        loss(model, d, x0, generator)
+        reference = torch.Generator().manual_seed(3)
+        t, _ = UniformTimestepSampler(100).sample(16, torch.device("cpu"), reference)
+        torch.randn(x0.shape, generator=reference)  # then eps (eq. 4)
+        assert torch.equal(seen[-1], t), loss
+        assert torch.equal(generator.get_state(), reference.get_state()), loss

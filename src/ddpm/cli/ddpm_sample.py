@@ -24,12 +24,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from ddpm.cli.labels import label_cond
 from ddpm.cli.task_wrapper import run_app, run_task
+from ddpm.diffusion.denoiser import LABELS_KEY
 from ddpm.errors import ConfigError
 from ddpm.io.atomic import atomic_write
 from ddpm.models.shape import image_shape_of
-from ddpm.sampling import iter_samples
-from ddpm.sampling.guidance import LABELS_KEY, labels_for, with_guidance
+from ddpm.sampling import iter_samples, with_guidance
 from ddpm.utils.compile import compile_for_sampling
 from ddpm.utils.config import config_dir
 from ddpm.utils.device import resolve_device
@@ -73,7 +74,7 @@ def generate_images(cfg: DictConfig) -> dict[str, Any]:
     loaded = load_model(cfg.ckpt_path, cfg.get("pretrained"), use_ema=cfg.use_ema)
     net = loaded.net.to(device)
     scale = cfg.get("guidance_scale")
-    labels = labels_for(cfg.get("labels"), int(cfg.num_samples), getattr(net, "num_classes", 0), scale)
+    cond = label_cond(cfg.get("labels"), int(cfg.num_samples), getattr(net, "num_classes", 0), scale)
     sampler = with_guidance(hydra.utils.instantiate(cfg.sampler)(loaded.diffusion.to(device)), scale)
     shape = image_shape_of(net, loaded.config.get("model") if loaded.config else None, cfg.get("image_shape"))
     seeds = list(range(int(cfg.seed), int(cfg.seed) + int(cfg.num_samples)))
@@ -90,10 +91,10 @@ def generate_images(cfg: DictConfig) -> dict[str, Any]:
         batch_size=int(cfg.batch_size),
         device=device,
         progress=bool(cfg.progress),
-        cond=None if labels is None else {LABELS_KEY: labels},
+        cond=cond,
     )
     images = torch.cat([x for _, x in batches])
-    return _write(cfg, images, seeds, Path(cfg.output_dir), labels)
+    return _write(cfg, images, seeds, Path(cfg.output_dir), cond.get(LABELS_KEY))
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="sample")

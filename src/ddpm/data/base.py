@@ -39,7 +39,7 @@ micro-batches of one optimizer step share the step's flip mask.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -49,25 +49,36 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sequential
 
 from ddpm.data.loaders import ResumableDataLoader, ResumableDistributedSampler
 from ddpm.data.transforms import random_flip_batch
+from ddpm.diffusion.denoiser import LABELS_KEY, Batch, split_batch, with_images
 from ddpm.errors import ConfigError
-from ddpm.sampling.guidance import LABELS_KEY
 from ddpm.utils.rng import step_generator
 
 
-class LabelledDataset(Dataset):
+class ConditionedDataset(Dataset):
+    """Items ``(image, {key: cond[key][i]})``: an image dataset and per-item conditioning of any kind
+    (each value of ``cond`` has one row per image), batched as ``(x0, cond)`` (see ``split_batch``)."""
+
+    def __init__(self, images: Dataset, cond: Mapping[str, Tensor]) -> None:
+        for key, values in cond.items():
+            if len(values) != len(images):
+                raise ValueError(f"{len(values)} rows of {key!r} for {len(images)} images")
+        self.images = images
+        self.cond = dict(cond)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.images[index], {key: values[index] for key, values in self.cond.items()}
+
+
+class LabelledDataset(ConditionedDataset):
     """Items ``(image, {"class_labels": int64 scalar})`` of an image dataset and one label per item."""
 
     def __init__(self, images: Dataset, labels: Sequence[int]) -> None:
         if len(labels) != len(images):
             raise ValueError(f"{len(labels)} labels for {len(images)} images")
-        self.images = images
-        self.labels = torch.as_tensor(labels, dtype=torch.long)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
-        return self.images[index], {LABELS_KEY: self.labels[index]}
+        super().__init__(images, {LABELS_KEY: torch.as_tensor(labels, dtype=torch.long)})
 
 
 class DiffusionDataModule(L.LightningDataModule):
@@ -202,15 +213,14 @@ class DiffusionDataModule(L.LightningDataModule):
         return self.build_val_dataloader(*self._world())
 
     # ----------------------------------------------------------------- flip
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Random horizontal flip of training batches, a function of (seed, global_step, global_rank)."""
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        """Random horizontal flip of training batches' images, a function of (seed, global_step,
+        global_rank); their conditioning is kept as it is."""
         trainer = self.trainer
-        labelled = isinstance(batch, Sequence) and len(batch) == 2 and isinstance(batch[0], Tensor)
-        images = batch[0] if labelled else batch
-        if not self.random_flip or trainer is None or not trainer.training or not isinstance(images, Tensor):
+        if not self.random_flip or trainer is None or not trainer.training:
             return batch
+        images, _ = split_batch(batch)
         generator = step_generator(
             self.seed, int(trainer.global_step), int(trainer.global_rank), "flip", device=images.device
         )
-        flipped = random_flip_batch(images, generator)
-        return (flipped, batch[1]) if labelled else flipped
+        return with_images(batch, random_flip_batch(images, generator))

@@ -14,8 +14,8 @@ from ddpm.data.bad_images import BadImagePolicy, report_bad_images, undecodable
 from ddpm.data.base import DiffusionDataModule
 from ddpm.data.splits import num_val_items, split_indices
 from ddpm.data.transforms import pil_to_model
+from ddpm.diffusion.denoiser import LABELS_KEY
 from ddpm.errors import ConfigError, DatasetNotFoundError
-from ddpm.sampling.guidance import LABELS_KEY
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 

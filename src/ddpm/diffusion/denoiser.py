@@ -2,20 +2,32 @@
 
 Every loss, likelihood term, sampler and callback calls the network this way. ``t`` is an int64
 tensor [B] of timestep indices 0..T-1; the output is what the diffusion's ``mean_type`` and
-``var_type`` say (eps, x_0 or mu, plus the variance half for a learned variance). ``cond`` holds
+``var_type`` say (eps, x_0, mu or v, plus the variance half for a learned variance). ``cond`` holds
 optional per-example conditioning tensors with a leading batch dimension (e.g. ``class_labels`` [B]),
 passed through untouched, as improved-diffusion's ``model_kwargs`` and EDM's ``class_labels``; an
 unconditional call passes none. :func:`split_batch` reads ``(x0, cond)`` from a data batch.
+
+Every conditioning kind is a key of ``cond`` and, for classifier-free guidance, a null value: a
+:data:`NullCond` maps a batch's ``cond`` to the unconditional one (same keys and shapes). Class labels
+are the kind this project ships: key :data:`LABELS_KEY`, null class :data:`NULL_LABEL`, null
+:func:`null_labels`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor
 
+from ddpm.errors import ConfigError
+
 Cond = Mapping[str, Tensor]
+# The conditioning of a batch -> its null ("unconditional") version, the same keys and shapes.
+NullCond = Callable[[Cond], dict[str, Tensor]]
+LABELS_KEY = "class_labels"  # the conditioning key of class labels, as EDM and diffusers name it
+NULL_LABEL = -1  # the class label meaning "no class" (the null class of label dropout)
 # A data batch: the images x0, a pair (x0, cond_dict) or a dict {"x0": x0, **cond}.
 Batch = Tensor | Sequence[Any] | Mapping[str, Tensor]
 
@@ -36,6 +48,18 @@ def cond_to(cond: Cond | None, device: object) -> dict[str, Tensor]:
     return {key: value.to(device) for key, value in (cond or {}).items()}
 
 
+def null_labels(cond: Cond) -> dict[str, Tensor]:
+    """``cond`` with every class label set to the null class :data:`NULL_LABEL` (other entries kept):
+    the :data:`NullCond` of class labels."""
+    labels = cond.get(LABELS_KEY)
+    if labels is None:
+        raise ConfigError(
+            "classifier-free guidance needs class labels: give labels (e.g. labels=balanced) or set "
+            "guidance_scale=null for unconditional sampling"
+        )
+    return {**cond, LABELS_KEY: torch.full_like(labels, NULL_LABEL)}
+
+
 def split_batch(batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
     """``(x0, cond)`` of a data batch: a Tensor x0 (unconditional), a pair ``(x0, cond_dict)`` or a
     dict ``{"x0": x0, **cond}``; ``cond`` holds per-example tensors with a leading batch dimension."""
@@ -53,4 +77,25 @@ def split_batch(batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
     )
 
 
-__all__ = ["Batch", "Cond", "Model", "cond_slice", "cond_to", "split_batch"]
+def with_images(batch: Batch, x0: Tensor) -> Batch:
+    """``batch`` with its images replaced by ``x0``, in the batch's own layout (see :func:`split_batch`)."""
+    if isinstance(batch, Tensor):
+        return x0
+    if isinstance(batch, Mapping):
+        return {**batch, "x0": x0}
+    return x0, split_batch(batch)[1]
+
+
+__all__ = [
+    "LABELS_KEY",
+    "NULL_LABEL",
+    "Batch",
+    "Cond",
+    "Model",
+    "NullCond",
+    "cond_slice",
+    "cond_to",
+    "null_labels",
+    "split_batch",
+    "with_images",
+]

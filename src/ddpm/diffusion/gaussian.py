@@ -68,6 +68,12 @@ class GaussianDiffusion(nn.Module):
             (the DDPM paper's learned diagonal Sigma, Table 2: the second half of the output is
             log sigma_t^2 itself, as in the official code's ``model_var_type="learned"``).
         betas: explicit betas (float64); overrides ``schedule`` (used by timestep respacing).
+
+    Every schedule quantity is a float64 buffer with one entry per timestep (non-persistent: configuration,
+    not state), among them the noise levels the samplers and losses read, all from abar_t = prod beta:
+    ``snr`` = abar_t / (1 - abar_t) (min-SNR weighting), ``log_snr`` = lambda_t = log(alpha_t / sigma_t)
+    = 0.5 log SNR(t) (DPM-Solver's time variable and spacing) and ``sigmas`` = sqrt((1 - abar_t) / abar_t)
+    = SNR(t)^(-1/2) (EDM's noise level of the scaled state x_t / sqrt(abar_t)).
     """
 
     def __init__(
@@ -118,6 +124,9 @@ class GaussianDiffusion(nn.Module):
             # fixed_large: sigma_t^2 = beta_t, except at t = 0 where the posterior variance is used
             # (it only enters the likelihood; no noise is added at the last step).
             "fixed_large_variance": torch.cat([posterior_variance[1:2], betas[1:]]),
+            "snr": alphas_cumprod / (1.0 - alphas_cumprod),
+            "log_snr": 0.5 * (alphas_cumprod.log() - torch.log1p(-alphas_cumprod)),
+            "sigmas": ((1.0 - alphas_cumprod) / alphas_cumprod).sqrt(),
         }
         for name, value in buffers.items():
             # Non-persistent: the schedule is configuration, not learned state.

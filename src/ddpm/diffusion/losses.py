@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ddpm.diffusion.denoiser import Cond, Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.diffusion.likelihood import mean_flat, prior_bpd, vlb_term_bpd
-from ddpm.diffusion.timestep_sampler import sample_timesteps
+from ddpm.diffusion.timestep_sampler import UniformTimestepSampler, sample_timesteps
 from ddpm.errors import ConfigError
 
 
@@ -40,12 +40,6 @@ def noised_prediction(
 LOSS_WEIGHTINGS: tuple[str, ...] = ("none", "min_snr")
 
 
-def snr(diffusion: GaussianDiffusion, t: Tensor) -> Tensor:
-    """SNR(t) = abar_t / (1 - abar_t) (float64, shape [B]); lambda_t = 0.5 log SNR(t)."""
-    abar = diffusion.alphas_cumprod.to(t.device)[t]
-    return abar / (1.0 - abar)
-
-
 def min_snr_weight(diffusion: GaussianDiffusion, t: Tensor, gamma: float) -> Tensor:
     """Min-SNR-gamma weight (Hang et al. 2023) of the MSE on ``diffusion.mean_type``'s target, float64 [B].
 
@@ -61,7 +55,7 @@ def min_snr_weight(diffusion: GaussianDiffusion, t: Tensor, gamma: float) -> Ten
     (Implementations that use min(SNR, gamma) / SNR for v weight the x_0 error by
     min(SNR, gamma) (SNR + 1) / SNR instead.) mu-prediction has no such weighting: a ConfigError.
     """
-    ratio = snr(diffusion, t)
+    ratio = diffusion.snr.to(t.device)[t]
     clipped = ratio.clamp(max=float(gamma))
     if diffusion.mean_type == "x0":
         return clipped
@@ -123,7 +117,8 @@ class SimpleLoss(nn.Module):
 
 # ---------------------------------------------------------------------- variational bound losses
 class _TimestepMixin(nn.Module):
-    """Draws (t, importance weights) from ``timestep_sampler`` while training, uniformly otherwise."""
+    """Draws (t, importance weights) from ``timestep_sampler`` while training, from
+    :class:`UniformTimestepSampler` otherwise (the same draw as :class:`SimpleLoss`'s)."""
 
     timestep_sampler: nn.Module | None
 
@@ -137,8 +132,7 @@ class _TimestepMixin(nn.Module):
                 f"diffusion has num_timesteps={diffusion.num_timesteps}; they must be equal"
             )
         if sampler is None or not self.training:
-            t = sample_timesteps(x0.shape[0], diffusion.num_timesteps, x0.device, generator)
-            return t, torch.ones(x0.shape[0], device=x0.device)
+            sampler = UniformTimestepSampler(diffusion.num_timesteps)
         return sampler.sample(x0.shape[0], x0.device, generator)
 
     def _noised_prediction(

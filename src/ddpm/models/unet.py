@@ -1,4 +1,4 @@
-"""The DDPM noise-prediction U-Net (Ho, Jain, Abbeel 2020, arXiv:2006.11239, Appendix B).
+"""The DDPM U-Net (Ho, Jain, Abbeel 2020, arXiv:2006.11239, Appendix B), the paper's noise predictor.
 
 A faithful PyTorch port of the official TensorFlow model (``diffusion_tf/models/unet.py``): a PixelCNN++-style
 U-Net of wide-ResNet blocks with GroupNorm, a sinusoidal (Transformer) timestep embedding added inside every
@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ddpm.diffusion.denoiser import NULL_LABEL
 from ddpm.errors import ConfigError
-from ddpm.sampling.guidance import NULL_LABEL
 
 __all__ = [
     "AttnBlock",
@@ -187,14 +187,15 @@ def _class_settings(num_classes: int, class_dropout: float) -> tuple[int, float]
 
 
 class UNet(nn.Module):
-    """The DDPM U-Net ``eps_theta(x_t, t)`` (Ho et al. 2020, Appendix B).
+    """The DDPM U-Net ``f_theta(x_t, t)`` (Ho et al. 2020, Appendix B): the paper's eps_theta, or whatever
+    the diffusion's ``mean_type`` says it predicts (eps, x_0, mu or v, plus a variance half).
 
     Defaults are the CIFAR-10 model (35,746,307 parameters). The 256x256 LSUN / CelebA-HQ model is
     ``ch_mult=(1, 1, 2, 2, 4, 4), resolution=256, dropout=0.0`` (113,673,219 parameters).
 
     Args:
         in_channels: image channels of ``x``.
-        out_channels: channels of the prediction (``in_channels`` for epsilon prediction).
+        out_channels: channels of the prediction: ``in_channels``, twice that for a learned variance.
         ch: base channel count; level ``i`` has ``ch * ch_mult[i]`` channels (must be divisible by 32).
         ch_mult: channel multipliers, one per resolution level (lists from YAML are fine).
         num_res_blocks: ResNet blocks per level on the way down (``num_res_blocks + 1`` on the way up).
@@ -422,7 +423,9 @@ class UNet(nn.Module):
         return F.silu(temb)
 
     def forward(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        """Predict the noise ``eps_theta(x_t, t)`` (``eps_theta(x_t, t, y)`` for a conditional model).
+        """The prediction ``f_theta(x_t, t)`` (``f_theta(x_t, t, y)`` for a conditional model): eps in the
+        paper (eq. 11), else the diffusion's ``mean_type`` (x_0, mu or v), with the variance half (the
+        second ``in_channels`` outputs) for a learned variance: one network, read by the diffusion.
 
         Args:
             x: noisy images ``[B, in_channels, resolution, resolution]`` (contiguous or channels_last).

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
 
 from ddpm.diffusion.denoiser import Cond, Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
-from ddpm.sampling.base import ChainSampler, Trajectory, full_timestep, should_record
+from ddpm.errors import ConfigError
+from ddpm.sampling.base import ChainSampler, Trajectory, full_timestep
 from ddpm.sampling.noise import NoiseSource
 from ddpm.sampling.respace import SpacedDiffusion
-from ddpm.sampling.spacing import resolve_timesteps
-from ddpm.utils.progress import progress_bar
+from ddpm.sampling.spacing import chain_timesteps
 
 # Called after every step with (x, t_next): the new state and its ORIGINAL timestep (-1 for x_0).
 StepHook = Callable[[Tensor, int], Tensor]
@@ -42,14 +42,9 @@ class AncestralSampler(ChainSampler):
     ) -> None:
         self.base_diffusion = diffusion
         self.clip_denoised = clip_denoised
-        if steps is None and timesteps is None:
-            self.diffusion: GaussianDiffusion = diffusion
-            self.timesteps = list(range(diffusion.num_timesteps))
-        else:
-            self.timesteps = resolve_timesteps(
-                diffusion.num_timesteps, steps, spacing, timesteps, diffusion.alphas_cumprod
-            )
-            self.diffusion = SpacedDiffusion(diffusion, self.timesteps)
+        self.timesteps = chain_timesteps(diffusion, steps, spacing, timesteps)  # all T without either
+        respace = steps is not None or timesteps is not None
+        self.diffusion = SpacedDiffusion(diffusion, self.timesteps) if respace else diffusion
 
     @property
     def num_steps(self) -> int:
@@ -61,7 +56,7 @@ class AncestralSampler(ChainSampler):
         return isinstance(self.diffusion, SpacedDiffusion)
 
     def _wrap(self, model: Model) -> Model:
-        return self.diffusion.wrap_model(model) if isinstance(self.diffusion, SpacedDiffusion) else model
+        return self.diffusion.wrap_model(model) if self.respaced else model
 
     def p_sample(self, model: Model, x_t: Tensor, t: int, noise: NoiseSource, *, cond: Cond | None = None):
         """One reverse step from x_t at chain index t; returns (x_{t-1}, ReverseParams).
@@ -77,36 +72,30 @@ class AncestralSampler(ChainSampler):
         z = noise.randn(x_t.shape[1:], x_t.device, x_t.dtype)
         return params.mean + (0.5 * params.log_variance).exp() * z, params
 
-    @torch.no_grad()
-    def sample_from(
+    def chain(
         self,
         model: Model,
         x_t: Tensor,
-        t: int,
-        noise: NoiseSource,
-        progress: bool = False,
-        *,
-        record_every: int = 0,
-        trajectory: Trajectory | None = None,
-        cond: Cond | None = None,
+        start: int,
+        noise: NoiseSource | None,
+        cond: Cond | None,
         hook: StepHook | None = None,
-    ) -> Tensor:
-        """Run the chain from a given x_t at ORIGINAL timestep ``t`` (which must be on the chain) to x_0.
+    ) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """Algorithm 2's steps from chain position ``start`` down to x_0.
 
-        ``hook(x, t_next)`` is applied to every new state (``t_next`` its original timestep, -1 for
-        x_0): :mod:`ddpm.sampling.inpaint` uses it to condition the chain on known pixels.
+        ``hook(x, t_next)`` (a ``sample_from`` option) is applied to every new state (``t_next`` its
+        original timestep, -1 for x_0): :mod:`ddpm.sampling.inpaint` uses it to condition the chain on
+        known pixels.
         """
-        start = self.chain_index(t)
+        if noise is None:
+            raise ConfigError("ancestral sampling needs a noise source (z of Algorithm 2)")
         wrapped = self._wrap(model)
         x = x_t
-        steps = range(start, -1, -1)
-        for i in progress_bar(steps, enabled=progress, description="sampling", total=start + 1):
+        for i in range(start, -1, -1):
             x, params = self.p_sample(wrapped, x, i, noise, cond=cond)
             if hook is not None:
                 x = hook(x, self.timesteps[i - 1] if i > 0 else -1)
-            if should_record(trajectory, record_every, i):
-                trajectory.record(self.timesteps[i], x, params.pred_x0)
-        return x
+            yield i, x, params.pred_x0
 
     def progressive(
         self,

@@ -4,23 +4,25 @@ A sampler is built as ``Sampler(diffusion, **settings)`` and used as
 ``sampler.sample(model, shape, noise, device, progress, cond=cond) -> x_0`` where ``model`` is the
 project's one model call ``model(x_t, t, **cond) -> output`` (:class:`ddpm.diffusion.denoiser.Model`;
 ``t``: int64 tensor [B] of ORIGINAL timestep indices ``0..T-1``; the output is what the diffusion's
-``mean_type``/``var_type`` say: eps, x_0 or mu, plus the variance half for learned variance).
-``sampler.num_steps`` is the number of network evaluations per image and ``sampler.timesteps`` the
-increasing original indices the chain visits.
+``mean_type``/``var_type`` say: eps, x_0, mu or v, plus the variance half for a learned variance).
+``sampler.num_steps`` is the number of network evaluations per image (two per level but the last for
+Heun) and ``sampler.timesteps`` the increasing original indices the chain visits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from ddpm.diffusion.denoiser import Cond, Model
+from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
 from ddpm.sampling.noise import NoiseSource
+from ddpm.utils.progress import progress_bar
 
 
 @dataclass
@@ -43,7 +45,8 @@ class Trajectory:
 
 @runtime_checkable
 class Sampler(Protocol):
-    """The interface of :class:`AncestralSampler`, :class:`DDIMSampler` and :class:`DPMSolverPPSampler`."""
+    """The interface of every sampler (:class:`AncestralSampler`, :class:`DDIMSampler`,
+    :class:`DPMSolverPPSampler`, :class:`HeunSampler`, and a :class:`GuidedSampler` around any of them)."""
 
     timesteps: list[int]
 
@@ -63,9 +66,27 @@ class Sampler(Protocol):
 
 
 class ChainSampler:
-    """Shared ``sample``: draw x_T ~ N(0, I) and decode it with the subclass's ``sample_from``."""
+    """What the samplers share: ``sample`` draws x_T ~ N(0, I) and ``sample_from`` decodes it by the
+    subclass's :meth:`chain` (a generator of steps), recording a trajectory and showing progress;
+    :meth:`predict` gives the (x_0, eps) a model call implies."""
 
     timesteps: list[int]
+    diffusion: GaussianDiffusion
+    clip_denoised: bool
+    label = "sampling"  # the progress bar's description
+
+    def predict(
+        self, model: Model, x_t: Tensor, t: int, *, cond: Cond | None = None, clip: bool | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``(x0_hat, eps_hat)`` of the model at ``x_t`` and timestep ``t`` (an index of ``self.diffusion``).
+
+        The output is read as the diffusion's ``mean_type`` says (eps: x_0 by inverting eq. 4; x_0;
+        v; mu: inverting eq. 7); x0_hat is clipped to [-1, 1] when ``clip`` (default ``clip_denoised``)
+        and eps_hat is then the one consistent with it (DDIM's f_theta, eq. 9, and its eps).
+        """
+        tt = full_timestep(t, x_t)
+        clip = self.clip_denoised if clip is None else clip
+        return self.diffusion.predict_x0_eps(model(x_t, tt, **(cond or {})), x_t, tt, clip)
 
     def chain_index(self, t: int) -> int:
         """The position of ORIGINAL timestep ``t`` in ``self.timesteps``; a ConfigError if it is not there."""
@@ -104,6 +125,7 @@ class ChainSampler:
             cond=cond,
         )
 
+    @torch.no_grad()
     def sample_from(
         self,
         model: Model,
@@ -115,9 +137,37 @@ class ChainSampler:
         record_every: int = 0,
         trajectory: Trajectory | None = None,
         cond: Cond | None = None,
+        **options: Any,
     ) -> Tensor:
-        """Decode a given x_t at ORIGINAL timestep ``t`` (on the chain) down to x_0."""
+        """Decode a given x_t at ORIGINAL timestep ``t`` (on the chain) down to x_0: the steps of
+        :meth:`chain` from ``t``'s position (``options`` are the subclass's, e.g. the ancestral ``hook``).
+
+        ``noise`` may be None for a deterministic chain. The trajectory records :meth:`state` after each
+        recorded step and the model's x_0 prediction there.
+        """
+        start = self.chain_index(t)
+        x = x_t
+        steps = self.chain(model, x_t, start, noise, cond, **options)
+        for i, x, pred_x0 in progress_bar(steps, enabled=progress, description=self.label, total=start + 1):
+            if should_record(trajectory, record_every, i):
+                trajectory.record(self.timesteps[i], self.state(x, i), pred_x0)
+        return x
+
+    def chain(
+        self, model: Model, x_t: Tensor, start: int, noise: NoiseSource | None, cond: Cond | None
+    ) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """The sampler's steps from ``x_t`` at chain position ``start`` down to x_0 (after position 0):
+        yields ``(i, x, pred_x0)`` after the step from position i, its last ``x`` being x_0."""
         raise NotImplementedError
+
+    def state(self, x: Tensor, i: int) -> Tensor:
+        """The DDPM-scale x_t of a state :meth:`chain` yielded after position ``i`` (the same here)."""
+        return x
+
+
+def cpu64(values: Tensor) -> Tensor:
+    """A float64 CPU copy of a schedule table: a sampler reads it at every step without a device sync."""
+    return values.detach().cpu().to(torch.float64)
 
 
 def full_timestep(t: int, like: Tensor) -> Tensor:
@@ -130,4 +180,4 @@ def should_record(trajectory: Trajectory | None, record_every: int, index: int) 
     return trajectory is not None and record_every > 0 and (index % record_every == 0 or index == 0)
 
 
-__all__ = ["ChainSampler", "Sampler", "Trajectory", "full_timestep", "should_record"]
+__all__ = ["ChainSampler", "Sampler", "Trajectory", "cpu64", "full_timestep", "should_record"]

@@ -10,12 +10,13 @@ s = S_{i-1} (abar_s = 1 after the last step) is DDIM's eq. (12):
 with x0_hat, eps_hat the network's predictions at (x_t, t) (eps_hat recomputed from the clipped x0_hat
 when ``clip_denoised``). ``eta = 0`` is the deterministic DDIM (a discretisation of the probability-flow
 ODE); ``eta = 1`` is the DDPM ancestral step with the posterior variance of the respaced chain
-(fixed-small). Works with any ``mean_type`` (eps, x0, mu) and ignores a learned variance.
+(fixed-small). Works with any ``mean_type`` (eps, x0, mu, v: each is read as (x0_hat, eps_hat) by
+:meth:`GaussianDiffusion.predict_x0_eps`) and ignores a learned variance.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -23,9 +24,10 @@ from torch import Tensor
 from ddpm.diffusion.denoiser import Cond, Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
-from ddpm.sampling.base import ChainSampler, Trajectory, full_timestep, should_record
+from ddpm.sampling.base import ChainSampler
 from ddpm.sampling.noise import NoiseSource
-from ddpm.sampling.spacing import resolve_timesteps
+from ddpm.sampling.respace import chain_alphas_cumprod
+from ddpm.sampling.spacing import chain_timesteps
 from ddpm.utils.progress import progress_bar
 
 
@@ -41,6 +43,8 @@ class DDIMSampler(ChainSampler):
         clip_denoised: clip x0_hat to [-1, 1] (as the DDPM sampler does).
     """
 
+    label = "DDIM"
+
     def __init__(
         self,
         diffusion: GaussianDiffusion,
@@ -55,25 +59,14 @@ class DDIMSampler(ChainSampler):
         self.diffusion = diffusion
         self.eta = float(eta)
         self.clip_denoised = clip_denoised
-        self.timesteps = resolve_timesteps(
-            diffusion.num_timesteps, steps, spacing, timesteps, diffusion.alphas_cumprod
-        )
-        abar = diffusion.alphas_cumprod.detach().cpu().to(torch.float64)
-        self._abar = abar[self.timesteps]
-        # abar of the state after each step: abar_{S_{i-1}}, and 1 (the data) after the last step.
-        self._abar_prev = torch.cat([torch.ones(1, dtype=torch.float64, device="cpu"), self._abar[:-1]])
+        self.timesteps = chain_timesteps(diffusion, steps, spacing, timesteps)
+        # abar of the state before and after each step: abar_{S_i}, abar_{S_{i-1}} (1, the data, at the end)
+        self._abar, self._abar_prev = chain_alphas_cumprod(diffusion, self.timesteps)
 
     @property
     def num_steps(self) -> int:
         """Network evaluations per image."""
         return len(self.timesteps)
-
-    def predict(
-        self, model: Model, x_t: Tensor, t: int, *, cond: Cond | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """(x0_hat, eps_hat) of the network at ORIGINAL timestep t."""
-        tt = full_timestep(t, x_t)
-        return self.diffusion.predict_x0_eps(model(x_t, tt, **(cond or {})), x_t, tt, self.clip_denoised)
 
     def step_coefficients(self, i: int, eta: float | None = None) -> tuple[float, float, float]:
         """(sqrt(abar_s), sqrt(1 - abar_s - sigma^2), sigma) of the step from S_i to S_{i-1} (eqs. 12, 16)."""
@@ -83,42 +76,20 @@ class DDIMSampler(ChainSampler):
         dir_coef = (1 - abar_s - sigma**2).clamp(min=0).sqrt()
         return float(abar_s.sqrt()), float(dir_coef), float(sigma)
 
-    @torch.no_grad()
-    def sample_from(
-        self,
-        model: Model,
-        x_t: Tensor,
-        t: int,
-        noise: NoiseSource | None = None,
-        progress: bool = False,
-        *,
-        record_every: int = 0,
-        trajectory: Trajectory | None = None,
-        cond: Cond | None = None,
-    ) -> Tensor:
-        """Decode a given x_t at ORIGINAL timestep ``t`` (on the chain) down to x_0 (eq. 12).
-
-        ``noise`` may be None when ``eta == 0``.
-        """
-        start = self.chain_index(t)
+    def chain(
+        self, model: Model, x_t: Tensor, start: int, noise: NoiseSource | None, cond: Cond | None
+    ) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """The steps of eq. 12 from chain position ``start`` to x_0 (``noise``: None will do for eta = 0)."""
         if self.eta > 0 and noise is None:
             raise ConfigError("DDIM with eta > 0 needs a noise source")
         x = x_t
-        for i in progress_bar(range(start, -1, -1), enabled=progress, description="DDIM", total=start + 1):
+        for i in range(start, -1, -1):
             x0_hat, eps_hat = self.predict(model, x, self.timesteps[i], cond=cond)
             a_s, dir_coef, sigma = self.step_coefficients(i)
             x = a_s * x0_hat + dir_coef * eps_hat
             if sigma > 0 and i > 0:
                 x = x + sigma * noise.randn(x.shape[1:], x.device, x.dtype)
-            if should_record(trajectory, record_every, i):
-                trajectory.record(self.timesteps[i], x, x0_hat)
-        return x
-
-    def _eps_and_x0(self, model: Model, x: Tensor, t: int, cond: Cond | None) -> tuple[Tensor, Tensor]:
-        """Unclipped (eps_hat, x0_hat) of the network at (x, ORIGINAL timestep t), for encoding."""
-        tt = full_timestep(t, x)
-        pred_x0, pred_eps = self.diffusion.predict_x0_eps(model(x, tt, **(cond or {})), x, tt, False)
-        return pred_eps, pred_x0
+            yield i, x, x0_hat
 
     @torch.no_grad()
     def encode(
@@ -141,10 +112,10 @@ class DDIMSampler(ChainSampler):
         end = self.chain_index(self.timesteps[-1] if t_end is None else int(t_end))
         abar = self._abar
         a0 = float(abar[0].sqrt())
-        eps_hat, _ = self._eps_and_x0(model, a0 * x0, self.timesteps[0], cond)
+        _, eps_hat = self.predict(model, a0 * x0, self.timesteps[0], cond=cond, clip=False)
         x = a0 * x0 + float((1 - abar[0]).sqrt()) * eps_hat
         for i in progress_bar(range(end), enabled=progress, description="DDIM encode", total=end):
-            eps_hat, x0_hat = self._eps_and_x0(model, x, self.timesteps[i], cond)
+            x0_hat, eps_hat = self.predict(model, x, self.timesteps[i], cond=cond, clip=False)
             x = float(abar[i + 1].sqrt()) * x0_hat + float((1 - abar[i + 1]).sqrt()) * eps_hat
         return x
 

@@ -31,18 +31,17 @@ at 5-10 steps (see ``benchmarks/sampler_quality.py``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-import torch
 from torch import Tensor
 
 from ddpm.diffusion.denoiser import Cond, Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
-from ddpm.sampling.base import ChainSampler, Trajectory, full_timestep, should_record
+from ddpm.sampling.base import ChainSampler, cpu64
 from ddpm.sampling.noise import NoiseSource
-from ddpm.sampling.spacing import log_snr, resolve_timesteps
-from ddpm.utils.progress import progress_bar
+from ddpm.sampling.respace import chain_alphas_cumprod
+from ddpm.sampling.spacing import chain_timesteps
 
 
 class DPMSolverPPSampler(ChainSampler):
@@ -62,6 +61,8 @@ class DPMSolverPPSampler(ChainSampler):
             less accurate than 2M, while at h <= 1 3M is as good or better.
     """
 
+    label = "DPM-Solver++"
+
     def __init__(
         self,
         diffusion: GaussianDiffusion,
@@ -80,13 +81,11 @@ class DPMSolverPPSampler(ChainSampler):
         self.clip_denoised = clip_denoised
         self.lower_order_final = lower_order_final
         self.max_third_order_step = float(max_third_order_step)
-        self.timesteps = resolve_timesteps(
-            diffusion.num_timesteps, steps, spacing, timesteps, diffusion.alphas_cumprod
-        )
-        abar = diffusion.alphas_cumprod.detach().cpu().to(torch.float64)[self.timesteps]
+        self.timesteps = chain_timesteps(diffusion, steps, spacing, timesteps)
+        abar, _ = chain_alphas_cumprod(diffusion, self.timesteps)
         self._alpha = abar.sqrt()
         self._sigma = (1 - abar).sqrt()
-        self._lambda = log_snr(abar)
+        self._lambda = cpu64(diffusion.log_snr)[self.timesteps]
 
     @property
     def num_steps(self) -> int:
@@ -118,45 +117,23 @@ class DPMSolverPPSampler(ChainSampler):
         phi3 = (phi1 + h) / h**2 - 0.5
         return ratio * x - alpha_t * phi1 * d0 + alpha_t * phi2 * d1 - alpha_t * phi3 * d2
 
-    def predict_x0(self, model: Model, x_t: Tensor, t: int, *, cond: Cond | None = None) -> Tensor:
-        """The data prediction D = x0_theta(x_t, t) at ORIGINAL timestep t (clipped if ``clip_denoised``)."""
-        tt = full_timestep(t, x_t)
-        out = model(x_t, tt, **(cond or {}))
-        return self.diffusion.predict_x0_eps(out, x_t, tt, self.clip_denoised)[0]
-
-    @torch.no_grad()
-    def sample_from(
-        self,
-        model: Model,
-        x_t: Tensor,
-        t: int,
-        noise: NoiseSource | None = None,
-        progress: bool = False,
-        *,
-        record_every: int = 0,
-        trajectory: Trajectory | None = None,
-        cond: Cond | None = None,
-    ) -> Tensor:
-        """Solve from a given x_t at ORIGINAL timestep ``t`` (on the chain) down to x_0.
+    def chain(
+        self, model: Model, x_t: Tensor, start: int, noise: NoiseSource | None, cond: Cond | None
+    ) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """The multistep updates from chain position ``start`` down to x_0 = D(x_{t_0}, t_0).
 
         The solver is deterministic: ``noise`` is accepted for a uniform interface and not used.
         """
-        start = self.chain_index(t)
         x = x_t
         history: list[Tensor] = []
         lambdas: list[float] = []
-        bar = progress_bar(
-            range(start, -1, -1), enabled=progress, description="DPM-Solver++", total=start + 1
-        )
-        for k, i in enumerate(bar):
-            d = self.predict_x0(model, x, self.timesteps[i], cond=cond)
+        for k, i in enumerate(range(start, -1, -1)):
+            d, _ = self.predict(model, x, self.timesteps[i], cond=cond)  # D = x0_theta(x_t, t)
             history = [*history[-2:], d]
             lambdas = [*lambdas[-2:], float(self._lambda[i])]
             # the last step goes to sigma = 0: x_0 = D(x_{t_0}, t_0)
             x = d if i == 0 else self._update(x, i, i - 1, history, lambdas, order=self.step_order(k, start))
-            if should_record(trajectory, record_every, i):
-                trajectory.record(self.timesteps[i], x, d)
-        return x
+            yield i, x, d
 
     def step_order(self, k: int, start: int | None = None) -> int:
         """Order of transition k (0 = the first) of a chain starting at chain index ``start``.

@@ -8,16 +8,17 @@ sqrt(1 - abar_t) n is that x scaled by sqrt(abar_t):
     sigma_t = sqrt((1 - abar_t) / abar_t),  x_edm = x_t / sqrt(abar_t),  D(x_edm; sigma_t) = x0_theta(x_t, t):
 
 the data prediction of the network at x_t = x_edm / sqrt(1 + sigma_t^2) (eps, x_0, v or mu predictions go
-through :meth:`GaussianDiffusion.predict_x0_eps`; a learned variance half is ignored). The network only
+through :meth:`GaussianDiffusion.predict_x0_eps`; a learned variance half is ignored; sigma_t is
+:attr:`GaussianDiffusion.sigmas`). The network only
 knows its T discrete sigmas, so every sigma the sampler evaluates is rounded to the nearest of them
 (smallest |sigma - sigma_t|), as EDM's ``iDDPMPrecond.round_sigma`` does: the step sigmas and the churned
 sigma_hat are grid points and D is evaluated exactly where it was trained. The ODE is then solved between
 those grid sigmas as EDM solves it between its rounded ``t_steps``.
 
-Step sigmas (``spacing``): ``karras`` (EDM eq. 5) puts N levels at
-(sigma_max^(1/rho) + i / (N - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho, rho = 7, between the model's
-largest and smallest sigma (or ``sigma_max`` / ``sigma_min``, clamped to them as EDM does), rounded to
-the grid; collisions are pushed apart so the N levels are distinct. The DDPM spacings of
+Step sigmas (``spacing``): ``karras`` (EDM eq. 5, :func:`ddpm.sampling.spacing.karras_timesteps`) puts N
+levels at (sigma_max^(1/rho) + i / (N - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho, rho = 7, between
+the model's largest and smallest sigma (or ``sigma_max`` / ``sigma_min``, clamped to them as EDM does),
+rounded to the grid; collisions are pushed apart so the N levels are distinct. The DDPM spacings of
 :mod:`ddpm.sampling.spacing` (``uniform``, ``quadratic``, ``logsnr``, ``leading``) work as well.
 
 Each level i = N-1 .. 0 (sigma_N := 0 after the last one):
@@ -36,60 +37,18 @@ top level like every other sampler (x_edm = x_T / sqrt(abar_T), variance 1 + sig
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-import torch
 from torch import Tensor
 
 from ddpm.diffusion.denoiser import Cond, Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
-from ddpm.sampling.base import ChainSampler, Trajectory, full_timestep, should_record
+from ddpm.sampling.base import ChainSampler, cpu64
 from ddpm.sampling.noise import NoiseSource
-from ddpm.sampling.spacing import SPACINGS, _strictly_increasing, resolve_timesteps
-from ddpm.utils.progress import progress_bar
+from ddpm.sampling.spacing import SPACINGS, chain_timesteps, karras_timesteps, nearest_timestep
 
 HEUN_SPACINGS: tuple[str, ...] = ("karras", *SPACINGS)
-
-
-def ddpm_sigmas(diffusion: GaussianDiffusion) -> Tensor:
-    """sigma_t = sqrt((1 - abar_t) / abar_t) of every discrete timestep, float64, increasing in t."""
-    abar = diffusion.alphas_cumprod.detach().cpu().to(torch.float64)
-    return ((1.0 - abar) / abar).sqrt()
-
-
-def nearest_timestep(sigmas: Tensor, sigma: float) -> int:
-    """The timestep whose sigma is nearest to ``sigma`` (EDM's ``iDDPMPrecond.round_sigma``)."""
-    return int((sigmas - float(sigma)).abs().argmin())
-
-
-def karras_timesteps(
-    sigmas: Tensor,
-    steps: int,
-    rho: float = 7.0,
-    sigma_range: tuple[float | None, float | None] = (None, None),
-) -> list[int]:
-    """``steps`` increasing timesteps at EDM's sigma levels (eq. 5), rounded to the nearest discrete sigmas.
-
-    ``sigma_range`` = (sigma_min, sigma_max), each ``None`` for the model's extreme and clamped to the
-    model's range otherwise (EDM's ``edm_sampler``).
-    """
-    num_timesteps = int(sigmas.shape[0])
-    if not 1 <= int(steps) <= num_timesteps:
-        raise ConfigError(f"Heun steps={steps} is not in [1, {num_timesteps}]: choose 1 to T sigma levels")
-    if not float(rho) > 0:
-        raise ConfigError(f"Heun rho={rho} must be > 0 (EDM uses 7)")
-    lo, hi = float(sigmas[0]), float(sigmas[-1])
-    s_min = lo if sigma_range[0] is None else min(max(float(sigma_range[0]), lo), hi)
-    s_max = hi if sigma_range[1] is None else min(max(float(sigma_range[1]), lo), hi)
-    if not s_min < s_max:
-        raise ConfigError(f"Heun sigma_min={s_min:g} must be below sigma_max={s_max:g}")
-    steps = int(steps)
-    if steps == 1:
-        return [nearest_timestep(sigmas, s_max)]
-    a, b = s_max ** (1.0 / rho), s_min ** (1.0 / rho)
-    levels = [(a + i / (steps - 1) * (b - a)) ** rho for i in range(steps)]
-    return _strictly_increasing(sorted(nearest_timestep(sigmas, s) for s in levels), num_timesteps)
 
 
 class HeunSampler(ChainSampler):
@@ -106,6 +65,8 @@ class HeunSampler(ChainSampler):
             ``s_churn=0`` is deterministic.
         sigma_min, sigma_max: the ``karras`` range (``None``: the model's smallest / largest sigma).
     """
+
+    label = "Heun"
 
     def __init__(
         self,
@@ -128,16 +89,13 @@ class HeunSampler(ChainSampler):
             raise ConfigError(f"Heun s_churn={s_churn} and s_noise={s_noise} must be >= 0")
         self.diffusion = diffusion
         self.clip_denoised = clip_denoised
-        self.sigmas = ddpm_sigmas(diffusion)
-        # sqrt(abar_t) on the CPU: no device sync per step
-        self._sqrt_abar = diffusion.alphas_cumprod.detach().cpu().to(torch.float64).sqrt()
+        self.sigmas = cpu64(diffusion.sigmas)  # sigma_t of every timestep, increasing in t
+        self._sqrt_abar = cpu64(diffusion.sqrt_alphas_cumprod)
         if spacing == "karras" and timesteps is None:
             steps = diffusion.num_timesteps if steps is None else steps
             self.timesteps = karras_timesteps(self.sigmas, steps, rho, (sigma_min, sigma_max))
         else:
-            self.timesteps = resolve_timesteps(
-                diffusion.num_timesteps, steps, spacing, timesteps, diffusion.alphas_cumprod
-            )
+            self.timesteps = chain_timesteps(diffusion, steps, spacing, timesteps)
         self.s_churn, self.s_tmin, self.s_noise = float(s_churn), float(s_tmin), float(s_noise)
         self.s_tmax = math.inf if s_tmax is None else float(s_tmax)
         # the timestep of sigma_hat at every level (the level itself where there is no churn)
@@ -157,10 +115,8 @@ class HeunSampler(ChainSampler):
 
     def denoise(self, model: Model, x: Tensor, t: int, cond: Cond | None) -> Tensor:
         """D(x; sigma_t): the network's x_0 prediction at x_t = sqrt(abar_t) x (``clip_denoised`` clips)."""
-        tt = full_timestep(t, x)
-        x_t = x * float(self._sqrt_abar[t])
-        out = model(x_t, tt, **(cond or {}))
-        return self.diffusion.predict_x0_eps(out, x_t, tt, self.clip_denoised)[0].to(x.dtype)
+        x0_hat, _ = self.predict(model, x * float(self._sqrt_abar[t]), t, cond=cond)
+        return x0_hat.to(x.dtype)
 
     def step(
         self, model: Model, x: Tensor, i: int, noise: NoiseSource | None, cond: Cond | None
@@ -182,31 +138,19 @@ class HeunSampler(ChainSampler):
             x_next = x + (sigma_next - sigma_hat) * (0.5 * d + 0.5 * d_prime)
         return x_next, denoised
 
-    @torch.no_grad()
-    def sample_from(
-        self,
-        model: Model,
-        x_t: Tensor,
-        t: int,
-        noise: NoiseSource | None = None,
-        progress: bool = False,
-        *,
-        record_every: int = 0,
-        trajectory: Trajectory | None = None,
-        cond: Cond | None = None,
-    ) -> Tensor:
-        """Decode a given x_t at ORIGINAL timestep ``t`` (on the chain) down to x_0.
-
-        ``noise`` may be None without churn. The trajectory records x_t (DDPM scale) after each step.
-        """
-        start = self.chain_index(t)
-        x = x_t / float(self._sqrt_abar[t])
-        for i in progress_bar(range(start, -1, -1), enabled=progress, description="Heun", total=start + 1):
+    def chain(
+        self, model: Model, x_t: Tensor, start: int, noise: NoiseSource | None, cond: Cond | None
+    ) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """The Heun steps from level ``start`` down to sigma = 0, in EDM's scale x = x_t / sqrt(abar_t)
+        (:meth:`state` scales back); ``noise`` may be None without churn."""
+        x = x_t / float(self._sqrt_abar[self.timesteps[start]])
+        for i in range(start, -1, -1):
             x, denoised = self.step(model, x, i, noise, cond)
-            if should_record(trajectory, record_every, i):
-                scale = float(self._sqrt_abar[self.timesteps[i - 1]]) if i > 0 else 1.0
-                trajectory.record(self.timesteps[i], x * scale, denoised)
-        return x
+            yield i, x, denoised
+
+    def state(self, x: Tensor, i: int) -> Tensor:
+        """x_t = sqrt(abar_t) x of the EDM-scale state after level ``i`` (at level i - 1; x_0 after 0)."""
+        return x * (float(self._sqrt_abar[self.timesteps[i - 1]]) if i > 0 else 1.0)
 
 
-__all__ = ["HEUN_SPACINGS", "HeunSampler", "ddpm_sigmas", "karras_timesteps", "nearest_timestep"]
+__all__ = ["HEUN_SPACINGS", "HeunSampler"]

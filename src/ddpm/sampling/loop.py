@@ -137,7 +137,7 @@ def sample(
         diffusion: the GaussianDiffusion the model was trained with.
         shape: (C, H, W) of one image.
         num_samples: N; with ``seeds`` it defaults to ``len(seeds)``.
-        sampler: a name of :data:`~ddpm.sampling.registry.SAMPLERS` or a sampler object.
+        sampler: a sampler name (:func:`~ddpm.sampling.registry.sampler_names`) or a sampler object.
         seeds: per-image seeds (image i is a function of ``seeds[i]`` alone); default ``seed + i``.
         batch_size: images per network call (default: all at once).
         device: where to sample.

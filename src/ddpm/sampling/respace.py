@@ -20,23 +20,23 @@ from torch import Tensor
 from ddpm.diffusion.denoiser import Model
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
+from ddpm.sampling.base import cpu64
 from ddpm.sampling.spacing import check_timesteps
+
+
+def chain_alphas_cumprod(diffusion: GaussianDiffusion, timesteps: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """``(abar'_i, abar'_{i-1}) = (abar_{S_i}, abar_{S_{i-1}})`` with abar_{S_{-1}} = 1: the cumulative
+    products of the chain on the sub-sequence S (float64, CPU), what every respaced sampler steps with."""
+    abar = cpu64(diffusion.alphas_cumprod)[list(timesteps)]
+    return abar, torch.cat([torch.ones(1, dtype=torch.float64, device="cpu"), abar[:-1]])
 
 
 def respaced_betas(diffusion: GaussianDiffusion, timesteps: Sequence[int]) -> Tensor:
     """beta'_i = 1 - abar_{S_i} / abar_{S_{i-1}} (float64); the original beta where the gap is one step."""
-    abar = diffusion.alphas_cumprod.detach().cpu().to(torch.float64)
-    betas = diffusion.betas.detach().cpu().to(torch.float64)
-    out = []
-    prev = -1
-    for t in timesteps:
-        if t == prev + 1:
-            out.append(betas[t])
-        else:
-            abar_prev = abar[prev] if prev >= 0 else torch.ones((), dtype=torch.float64, device="cpu")
-            out.append(1.0 - abar[t] / abar_prev)
-        prev = t
-    return torch.stack(out)
+    abar, abar_prev = chain_alphas_cumprod(diffusion, timesteps)
+    timesteps = list(timesteps)
+    one_step = torch.tensor([t == prev + 1 for prev, t in zip([-1, *timesteps[:-1]], timesteps)])
+    return torch.where(one_step, cpu64(diffusion.betas)[timesteps], 1.0 - abar / abar_prev)
 
 
 class RespacedModel:
@@ -106,4 +106,4 @@ class SpacedDiffusion(GaussianDiffusion):
         return RespacedModel(model, self.timestep_map, self.base, self._mu_to_x0)
 
 
-__all__ = ["RespacedModel", "SpacedDiffusion", "respaced_betas"]
+__all__ = ["RespacedModel", "SpacedDiffusion", "chain_alphas_cumprod", "respaced_betas"]

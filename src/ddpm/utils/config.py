@@ -25,7 +25,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.diffusion.gaussian import output_channels_factor
@@ -111,4 +110,6 @@ def instantiate_dict(cfg: DictConfig | None) -> list[Any]:
         return []
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"expected a mapping of configs with _target_, got {type(cfg).__name__}")
-    return [hydra.utils.instantiate(node) for node in cfg.values() if node and "_target_" in node]
+    from hydra.utils import instantiate  # here: importing config_dir (the samplers do) loads no Hydra
+
+    return [instantiate(node) for node in cfg.values() if node and "_target_" in node]
