@@ -37,15 +37,3 @@ def test_labels_errors_are_one_line_and_name_the_fix():
         assert "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="num_classes"):
         balanced_labels(4, 0)
-
-
-def test_moved_names_stay_importable_from_guidance_until_the_evaluation_side_moves():
-    # src/ddpm/evaluation, src/ddpm/callbacks and cli/ddpm_eval.py still import these from there
-    from ddpm.cli import labels
-    from ddpm.diffusion import denoiser
-    from ddpm.sampling import guidance
-
-    assert guidance.LABELS_KEY is denoiser.LABELS_KEY and guidance.NULL_LABEL == denoiser.NULL_LABEL
-    assert guidance.labels_for is labels.labels_for and guidance.balanced_labels is labels.balanced_labels
-    with pytest.raises(AttributeError):
-        guidance.no_such_name  # noqa: B018

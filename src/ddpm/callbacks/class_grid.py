@@ -16,9 +16,10 @@ import torch
 from torch import Tensor
 
 from ddpm.callbacks.periodic import PeriodicEMACallback
+from ddpm.diffusion.denoiser import LABELS_KEY
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.sampling import AncestralSampler, iter_samples
-from ddpm.sampling.guidance import LABELS_KEY, with_guidance
+from ddpm.sampling.guidance import with_guidance
 from ddpm.utils.images import save_image_grid
 
 log = logging.getLogger(__name__)

@@ -38,6 +38,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ddpm.cli.labels import labels_for
 from ddpm.cli.task_wrapper import run_app, run_task
 from ddpm.errors import ConfigError
 from ddpm.evaluation.distributed import barrier, broadcast_object, rank_and_world, setup_distributed
@@ -65,7 +66,7 @@ from ddpm.evaluation.wandb_report import log_report, start_wandb
 from ddpm.io.atomic import atomic_write_json
 from ddpm.io.shards import ShardStore
 from ddpm.io.stored_config import instantiate_stored
-from ddpm.sampling.guidance import labels_for, with_guidance
+from ddpm.sampling.guidance import with_guidance
 from ddpm.utils.compile import compile_for_sampling
 from ddpm.utils.config import config_dir
 from ddpm.utils.device import resolve_device

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ddpm.diffusion.denoiser import LABELS_KEY
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
 from ddpm.evaluation.distributed import barrier
@@ -48,7 +49,6 @@ from ddpm.evaluation.metrics import count_label
 from ddpm.evaluation.nll import NLLSettings, dataset_nll_resumable
 from ddpm.evaluation.reference_stats import ReferenceSet, describe_datamodule, split_dataset
 from ddpm.io.shards import ShardStore
-from ddpm.sampling.guidance import LABELS_KEY
 from ddpm.utils.images import save_image_grid
 from ddpm.weights.released import LoadedModel
 

@@ -21,7 +21,6 @@ by default, any other conditioning kind brings its own).
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -132,18 +131,4 @@ def with_guidance(
 # Names that moved out of this module, still importable from it until src/ddpm/evaluation/,
 # src/ddpm/callbacks/ and cli/ddpm_eval.py (restructured on another branch) import their new homes:
 # then this table and __getattr__ go. Looked up lazily, so sampling/ does not import the CLI.
-_MOVED = {
-    "LABELS_KEY": "ddpm.diffusion.denoiser",
-    "NULL_LABEL": "ddpm.diffusion.denoiser",
-    "balanced_labels": "ddpm.cli.labels",
-    "labels_for": "ddpm.cli.labels",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = ["GuidedModel", "GuidedSampler", "guide", "with_guidance"]
