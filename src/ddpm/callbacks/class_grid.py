@@ -1,7 +1,7 @@
 """A class-conditional model's EMA samples, one row per class, at one or more guidance scales.
 
 With ``score_digits`` (the embedded digits) each grid's samples are also classified by the digits
-classifier (:mod:`ddpm.evaluation.digits_score`), and the share classified as the digit they were asked
+classifier (:mod:`ddpm.digits_score`), and the share classified as the digit they were asked
 for is logged as ``eval/class_accuracy_w{scale}`` and printed at the end of training.
 """
 
@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ddpm.callbacks.periodic import PeriodicEMACallback
 from ddpm.diffusion.gaussian import GaussianDiffusion
+from ddpm.metrics.names import metric_name, scale_name
 from ddpm.sampling import AncestralSampler, iter_samples
 from ddpm.sampling.guidance import LABELS_KEY, with_guidance
 from ddpm.utils.images import save_image_grid
@@ -24,18 +25,6 @@ from ddpm.utils.images import save_image_grid
 log = logging.getLogger(__name__)
 
 SamplerFactory = Callable[[GaussianDiffusion], object]
-
-
-def class_accuracy(images: Tensor, labels: Tensor) -> float:
-    """The share of [N, 1, S, S] digit images that the digits classifier reads as their label."""
-    from ddpm.evaluation.digits_score import predict
-
-    return float((predict(images) == labels.cpu()).float().mean())
-
-
-def scale_name(scale: float | None) -> str:
-    """``w0``, ``w1``, ``w3.5`` (``none`` for no guidance): file and metric names of a guidance scale."""
-    return "none" if scale is None else f"w{float(scale):g}"
 
 
 class ClassGridCallback(PeriodicEMACallback):
@@ -97,6 +86,8 @@ class ClassGridCallback(PeriodicEMACallback):
         return next(batches)[1]
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule, final: bool) -> dict[str, float] | None:
+        from ddpm.digits_score.score import class_accuracy
+
         if trainer.global_rank != 0:
             return None
         shape = trainer.datamodule.image_shape
@@ -106,7 +97,8 @@ class ClassGridCallback(PeriodicEMACallback):
             name = f"step_{trainer.global_step:07d}_{scale_name(scale)}.png"
             save_image_grid(images, self.output_dir / name, nrow=self.per_class)
             if self.score_digits:
-                metrics[f"eval/class_accuracy_{scale_name(scale)}"] = class_accuracy(images, self.labels())
+                name = f"eval/{metric_name('class_accuracy', detail=scale_name(scale))}"
+                metrics[name] = class_accuracy(images, self.labels())
         self.accuracy = {key.rsplit("_", 1)[-1]: value for key, value in metrics.items()}
         if metrics:
             self.log_metrics(trainer, pl_module, metrics, final)
@@ -117,4 +109,4 @@ class ClassGridCallback(PeriodicEMACallback):
         return metrics
 
 
-__all__ = ["ClassGridCallback", "class_accuracy", "scale_name"]
+__all__ = ["ClassGridCallback"]

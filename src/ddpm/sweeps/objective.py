@@ -109,8 +109,9 @@ def argument(node: DictConfig, cls: type, name: str) -> Any:
 
 def evaluation_names(node: DictConfig, cls: type) -> tuple[str, ...]:
     """The ``eval/*`` names an in-loop evaluation callback logs (patterns where the sampler names them)."""
-    from ddpm.callbacks import DigitsScoreCallback, FIDCallback, NLLCallback
+    from ddpm.callbacks import FIDCallback, NLLCallback
     from ddpm.callbacks.class_grid import ClassGridCallback
+    from ddpm.digits_score import DigitsScoreCallback
 
     prefix = argument(node, cls, "prefix") or "eval/"
     if issubclass(cls, DigitsScoreCallback):
