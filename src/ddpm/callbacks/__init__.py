@@ -1,6 +1,7 @@
-"""Training callbacks: sample grids, loss curve, in-loop FID/IS and NLL, the run config in checkpoints,
-the whole-run progress bar, the divergence guard, the preemption checkpoint, the checkpoint of a run's
-final step. The quickstart's digits score is :class:`ddpm.digits_score.DigitsScoreCallback`."""
+"""Training callbacks: sample grids (class grids of conditional models too), loss curve, in-loop FID/IS
+and NLL, the run config in checkpoints, the whole-run progress bar, the divergence guard, the preemption
+checkpoint, the checkpoint of a run's final step. The quickstart's digits score is
+:class:`ddpm.digits_score.DigitsScoreCallback`."""
 
 from ddpm.callbacks.checkpoint_at_end import ModelCheckpointAtEnd
 from ddpm.callbacks.divergence import DivergenceGuard
