@@ -30,7 +30,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ddpm.diffusion import GaussianDiffusion
-from ddpm.evaluation.inception import InceptionFeatureExtractor, make_random_inception_weights
+from ddpm.metrics.inception import InceptionFeatureExtractor, make_random_inception_weights
 from ddpm.models import UNet
 from ddpm.sampling import AncestralSampler, PerSampleNoise
 from ddpm.weights.released import PRESETS

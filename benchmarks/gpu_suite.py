@@ -42,9 +42,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ddpm.diffusion import GaussianDiffusion
-from ddpm.evaluation.inception import InceptionFeatureExtractor, as_uint8_rgb, make_random_inception_weights
-from ddpm.evaluation.metrics import FeatureStatistics, fid
 from ddpm.lightning import DDPMLitModule
+from ddpm.metrics.inception import InceptionFeatureExtractor, as_uint8_rgb, make_random_inception_weights
+from ddpm.metrics.statistics import FeatureStatistics, fid
 from ddpm.utils.compile import compile_for_sampling
 from ddpm.utils.config import config_dir
 from ddpm.utils.precision import set_tf32_policy, strict_fp32

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from eval_throughput import inception  # this folder's shared timing helper
 
-from ddpm.evaluation.inception import make_random_inception_weights
+from ddpm.metrics.inception import make_random_inception_weights
 
 
 def main() -> None:

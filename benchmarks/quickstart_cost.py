@@ -10,9 +10,9 @@ Runs ``ddpm-train`` twice in subprocesses, each in its own run directory:
   printed at the end);
 
 and prints one JSON object with each run's wall time and CPU time (user + system of the subprocess)
-and the digits score (:mod:`ddpm.evaluation.digits_score`) of ``--num-samples`` EMA samples of its
+and the digits score (:mod:`ddpm.digits_score`) of ``--num-samples`` EMA samples of its
 final checkpoint, drawn with the sampler of that run's own grid at its own resolution (8x8 samples are
-resized to 16x16 as the real digits are, see :mod:`ddpm.evaluation.digits_score`), beside as many real
+resized to 16x16 as the real digits are, see :mod:`ddpm.digits_score`), beside as many real
 digits:
 
     python benchmarks/quickstart_cost.py                        # both runs, 1,000 samples each
@@ -94,7 +94,7 @@ def run_grid_sampler(run_dir: Path) -> tuple[Callable, dict]:
 def score_checkpoint(ckpt: Path, make_sampler: Callable, label: dict, num_samples: int, batch: int) -> dict:
     """The digits score of ``num_samples`` EMA samples (seeds 0..N-1) of a ``ddpm-train`` checkpoint, drawn
     with ``make_sampler(diffusion)``; ``label`` (the sampler's name and settings) heads the result."""
-    from ddpm.evaluation.digits_score import digits_score
+    from ddpm.digits_score import digits_score
     from ddpm.lightning.restore import load_module
     from ddpm.sampling import sample
 
@@ -107,8 +107,7 @@ def score_checkpoint(ckpt: Path, make_sampler: Callable, label: dict, num_sample
 
 
 def real_score(num_samples: int) -> dict:
-    from ddpm.callbacks.digits_score import real_digits
-    from ddpm.evaluation.digits_score import digits_score
+    from ddpm.digits_score import digits_score, real_digits
 
     return digits_score(real_digits(num_samples)).as_dict()
 

@@ -17,3 +17,21 @@ def _clear_hydra():
 
     yield
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def inception_path(tmp_path_factory):
+    """A randomly initialised (Kaiming) TF-compatible Inception state dict: nothing is downloaded."""
+    from ddpm.metrics.inception import make_random_inception_weights
+
+    return make_random_inception_weights(
+        tmp_path_factory.mktemp("inception") / "random_inception.pth", seed=0
+    )
+
+
+@pytest.fixture(scope="session")
+def inception(inception_path):
+    """The TF-compatible Inception with the random weights of ``inception_path``."""
+    from ddpm.metrics.inception import InceptionFeatureExtractor
+
+    return InceptionFeatureExtractor(inception_path)

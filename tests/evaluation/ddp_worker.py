@@ -25,8 +25,6 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for tests.*
 
 from ddpm.diffusion import GaussianDiffusion
-from ddpm.evaluation.distributed import barrier, rank_and_world
-from ddpm.evaluation.feature_metrics import kid, precision_recall
 from ddpm.evaluation.fid_is import FIDSettings, sample_statistics, store_statistics, stored_features
 from ddpm.evaluation.generation import (
     GenerationSettings,
@@ -35,11 +33,13 @@ from ddpm.evaluation.generation import (
     read_images,
     sample_store,
 )
-from ddpm.evaluation.inception import InceptionFeatureExtractor
-from ddpm.evaluation.metrics import fid
 from ddpm.evaluation.nll import NLLSettings, dataset_nll
-from ddpm.evaluation.reference_stats import reference_statistics
+from ddpm.metrics.inception import InceptionFeatureExtractor
+from ddpm.metrics.kid_pr import kid, precision_recall
+from ddpm.metrics.reference_cache import reference_statistics
+from ddpm.metrics.statistics import fid
 from ddpm.sampling import AncestralSampler
+from ddpm.utils.distributed import barrier, rank_and_world
 from tests.evaluation.helpers import FakeDataModule, tiny_unet
 
 NUM_SAMPLES = 5  # odd: the ranks get uneven shares

@@ -9,13 +9,13 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from ddpm.callbacks import evaluation as evaluation_callbacks
-from ddpm.callbacks.evaluation import FIDCallback, sampler_tag
+from ddpm.callbacks.evaluation import FIDCallback
 from ddpm.callbacks.nll import NLLCallback
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.lightning import DDPMLitModule
-from ddpm.sampling import AncestralSampler
+from tests.metrics.helpers import StubExtractor
 
-from .helpers import FakeDataModule, StubExtractor, tiny_unet
+from .helpers import FakeDataModule, tiny_unet
 
 
 @pytest.fixture
@@ -105,13 +105,3 @@ def test_callbacks_at_end_write_to_the_loggers(tmp_path, stub_inception):
     assert "eval/fid_4_ancestral8_test" in logged and "eval/nll_bpd_2_test" in logged
     saved = json.loads((tmp_path / "nll" / "nll_step_0000001.json").read_text())
     assert saved["step"] == 1 and len(saved["terms_bpd"]) == 8 and saved["num_images"] == 2
-
-
-def test_sampler_tag_names_non_paper_samplers():
-    assert sampler_tag(AncestralSampler(GaussianDiffusion(num_timesteps=1000))) == ""
-    assert sampler_tag(AncestralSampler(GaussianDiffusion(num_timesteps=100))) == "ancestral100"
-
-    class DDIMSampler:
-        num_steps = 50
-
-    assert sampler_tag(DDIMSampler()) == "ddim50"

@@ -200,7 +200,7 @@ def test_kid_and_precision_recall_equal_torch_fidelity_on_the_same_features(
     from torch_fidelity.metric_kid import kid_features_to_metric
     from torch_fidelity.metric_prc import prc_features_to_metric
 
-    from ddpm.evaluation.reference_stats import ReferenceKey, load_reference_features
+    from ddpm.metrics.reference_cache import FEATURES, ReferenceKey, load_cached
 
     extra = {"metrics.nll.enabled": "false", "metrics.num_reference_images": 4, "metrics.kid": "true"}
     extra.update({"metrics.precision_recall": "true", "metrics.pr_neighbours": 2, "metrics.kid_subsets": 7})
@@ -213,7 +213,7 @@ def test_kid_and_precision_recall_equal_torch_fidelity_on_the_same_features(
     assert generated.shape == (6, 2048) and generated.dtype == torch.float32
     for split in ("train", "test"):
         key = ReferenceKey(**_key_of(tmp_path / "cache", split))
-        real = load_reference_features(tmp_path / "cache" / key.features_filename(), key)
+        real = load_cached(tmp_path / "cache" / key.features_filename(), FEATURES, key)
         kid = kid_features_to_metric(
             generated, real, kid_subsets=7, kid_subset_size=4, rng_seed=2020, verbose=False
         )

@@ -12,8 +12,7 @@ from ddpm.diffusion import GaussianDiffusion, SimpleLoss
 from ddpm.evaluation.nll import NLLSettings, bound_terms, dataset_nll, dataset_nll_resumable, nll_seeds
 from ddpm.models import UNet
 from ddpm.sampling import PerSampleNoise
-
-from .helpers import RandomImages
+from tests.metrics.helpers import RandomImages
 
 T = 6
 

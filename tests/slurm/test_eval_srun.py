@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ddpm.evaluation.inception import make_random_inception_weights
+from ddpm.metrics.inception import make_random_inception_weights
 from tests.evaluation.helpers import write_lightning_checkpoint
 from tests.evaluation.test_eval_app import eval_overrides
 from tests.helpers import run_cli

@@ -12,13 +12,21 @@ from torch import Tensor
 
 from ddpm.callbacks.periodic import PeriodicEMACallback
 from ddpm.diffusion.gaussian import GaussianDiffusion
-from ddpm.evaluation.distributed import rank_and_world
-from ddpm.evaluation.fid_is import FIDSettings, feature_scores, fid_against, reference_for, sample_statistics
+from ddpm.evaluation.fid_is import (
+    FIDSettings,
+    feature_scores,
+    fid_against,
+    inception_scores,
+    reference_for,
+    sample_statistics,
+)
 from ddpm.evaluation.generation import generate
-from ddpm.evaluation.inception import InceptionWeightsError, load_inception, resolve_inception_weights
-from ddpm.evaluation.metrics import InceptionStatistics, count_label
-from ddpm.evaluation.reference_stats import ReferenceSet
+from ddpm.metrics.inception import InceptionWeightsError, load_inception, resolve_inception_weights
+from ddpm.metrics.names import metric_name, sampler_tag
+from ddpm.metrics.reference_cache import ReferenceSet
+from ddpm.metrics.statistics import InceptionStatistics
 from ddpm.sampling import AncestralSampler
+from ddpm.utils.distributed import rank_and_world
 from ddpm.utils.progress import progress_bar
 
 SamplerFactory = Callable[[GaussianDiffusion], Any]
@@ -33,15 +41,6 @@ def counted(batches: Batches, total: int, enabled: bool, description: str) -> Ba
         for indices, images in batches:
             bar.update(len(indices))
             yield indices, images
-
-
-def sampler_tag(sampler: Any) -> str:
-    """'' for the paper's sampler (ancestral, all 1000 steps); else e.g. 'ancestral100', 'ddim50'."""
-    steps = getattr(sampler, "num_steps", None)
-    if isinstance(sampler, AncestralSampler) and steps == 1000:
-        return ""
-    name = type(sampler).__name__.removesuffix("Sampler").lower()
-    return f"{name}{steps}" if steps is not None else name
 
 
 class FIDCallback(PeriodicEMACallback):
@@ -141,18 +140,18 @@ class FIDCallback(PeriodicEMACallback):
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule, final: bool) -> dict[str, float]:
         sampler = self.sampler_factory(pl_module.diffusion)
         stats, features = self._sample_statistics(trainer, pl_module, sampler)
-        tag = sampler_tag(sampler)
-        label = f"{count_label(self.num_samples)}_{tag}" if tag else count_label(self.num_samples)
-        metrics: dict[str, float] = {}
+        num, tag = self.num_samples, sampler_tag(sampler)
+        scores: dict[str, float] = {}
         for split in self.protocol.reference_splits:
             reference = self._reference(trainer, split, pl_module.device)
-            metrics[f"{self.prefix}fid_{label}_{split}"] = fid_against(stats, reference.stats)
+            scores[metric_name("fid", num, split, tag=tag)] = fid_against(stats, reference.stats)
             if features is not None:
-                scores = feature_scores(features, reference.features, self.protocol, f"{label}_{split}")
-                metrics.update({f"{self.prefix}{k}": v for k, v in scores.items() if not k.endswith("_std")})
+                scores.update(
+                    feature_scores(features, reference.features, self.protocol, num=num, split=split, tag=tag)
+                )
         del features
-        scores = stats.scores(label)
-        metrics.update({f"{self.prefix}{k}": v for k, v in scores.items() if not k.endswith("_std")})
+        scores.update(inception_scores(stats, num, tag=tag, std=False))
+        metrics = {f"{self.prefix}{k}": v for k, v in scores.items() if not k.endswith("_std")}
         self.last_metrics = metrics
         self.log_metrics(trainer, pl_module, metrics, final)
         return metrics

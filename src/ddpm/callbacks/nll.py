@@ -8,10 +8,10 @@ from typing import Any
 import lightning as L
 
 from ddpm.callbacks.periodic import PeriodicEMACallback
-from ddpm.evaluation.metrics import count_label
+from ddpm.evaluation.datasets import split_dataset
 from ddpm.evaluation.nll import NLLSettings, dataset_nll
-from ddpm.evaluation.reference_stats import split_dataset
 from ddpm.io.atomic import atomic_write_json
+from ddpm.metrics.names import metric_name
 
 
 class NLLCallback(PeriodicEMACallback):
@@ -74,11 +74,10 @@ class NLLCallback(PeriodicEMACallback):
         )
         summary = stats.summary()
         self.last_summary = summary
-        name = f"{count_label(summary['num_images'])}_{self.settings.split}"
+        num, split = summary["num_images"], self.settings.split
         metrics = {
-            f"{self.prefix}nll_bpd_{name}": summary["bpd"],
-            f"{self.prefix}nll_prior_bpd_{name}": summary["prior_bpd"],
-            f"{self.prefix}nll_decoder_bpd_{name}": summary["decoder_bpd"],
+            f"{self.prefix}{metric_name(f'nll_{key}', num, split)}": summary[key]
+            for key in ("bpd", "prior_bpd", "decoder_bpd")
         }
         self.log_metrics(trainer, pl_module, metrics, final)
         if self.output_dir is not None and trainer.global_rank == 0:

@@ -25,6 +25,9 @@ unconditional samples from the null class), with classifier-free guidance at ``g
 (null: none); ``report.json``'s ``protocol.class_conditional`` records both. The reference statistics are
 those of the dataset's images, as for an unconditional model; the NLL is the unconditional one (the
 network given the null class).
+
+This entry point composes the settings and the job from the config, runs the pipeline
+(:func:`ddpm.evaluation.pipeline.evaluate_job`), prints its summary and logs it to W&B if configured.
 """
 
 from __future__ import annotations
@@ -40,36 +43,24 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddpm.cli.labels import labels_for
 from ddpm.cli.task_wrapper import run_app, run_task
+from ddpm.cli.wandb_report import log_report, start_wandb
+from ddpm.diffusion.denoiser import LABELS_KEY
 from ddpm.errors import ConfigError
-from ddpm.evaluation.distributed import barrier, broadcast_object, rank_and_world, setup_distributed
+from ddpm.evaluation.datasets import split_dataset
 from ddpm.evaluation.fid_is import FIDSettings
 from ddpm.evaluation.generation import GenerationSettings
-from ddpm.evaluation.inception import resolve_inception_weights
 from ddpm.evaluation.inception_check import check_inception, verdict_line
 from ddpm.evaluation.nll import NLLSettings
-from ddpm.evaluation.paper_numbers import dataset_family, paper_numbers
-from ddpm.evaluation.protocol import (
-    EvalJob,
-    EvalSettings,
-    draw_dir,
-    draw_seeds,
-    fid_is_stage,
-    generate_stage,
-    inception_stage,
-    nll_stage,
-    protocol_record,
-    save_grid,
-)
-from ddpm.evaluation.reference_stats import describe_datamodule, split_dataset
-from ddpm.evaluation.report import spread, summary_lines
-from ddpm.evaluation.wandb_report import log_report, start_wandb
+from ddpm.evaluation.pipeline import evaluate_job, inception_weights
+from ddpm.evaluation.protocol import EvalJob, EvalSettings, draw_seeds
+from ddpm.evaluation.report import summary_lines
 from ddpm.io.atomic import atomic_write_json
-from ddpm.io.shards import ShardStore
 from ddpm.io.stored_config import instantiate_stored
 from ddpm.sampling.guidance import with_guidance
 from ddpm.utils.compile import compile_for_sampling
 from ddpm.utils.config import config_dir
 from ddpm.utils.device import resolve_device
+from ddpm.utils.distributed import barrier, broadcast_object, rank_and_world, setup_distributed
 from ddpm.utils.precision import set_tf32_policy
 from ddpm.weights import get_preset, load_model
 from ddpm.weights.released import LoadedModel
@@ -78,7 +69,8 @@ log = logging.getLogger(__name__)
 
 
 def eval_settings(cfg: DictConfig) -> EvalSettings:
-    """The small settings objects of the stages, from the composed config."""
+    """The small settings objects of the stages, from the composed config; refuses a command with nothing
+    to compute or with overlapping draws before any work."""
     m = cfg.metrics
     metrics = OmegaConf.to_container(m, resolve=True)
     nll = None
@@ -102,7 +94,9 @@ def eval_settings(cfg: DictConfig) -> EvalSettings:
             "and metrics.nll.enabled are all false: enable one (e.g. metrics.fid=true), or draw samples "
             "alone with ddpm-sample"
         )
-    return settings
+    num_draws = int(cfg.get("num_draws") or 1)
+    seeds = draw_seeds(generation.seed, generation.num_samples, num_draws, cfg.get("seeds"))
+    return dataclasses.replace(settings, seeds=tuple(seeds))
 
 
 def _images_only(data: Any) -> DictConfig:
@@ -155,8 +149,10 @@ def prepare(cfg: DictConfig, settings: EvalSettings, device: torch.device) -> Ev
     spec = cfg.get("labels")
     spec = ("balanced" if num_classes else None) if spec == "auto" else spec
     labels = labels_for(spec, settings.generation.num_samples, num_classes, scale)
-    job = EvalJob(loaded, net, diffusion, sampler, datamodule=datamodule, device=device, labels=labels)
+    cond = None if labels is None else {LABELS_KEY: labels}
+    job = EvalJob(loaded, net, diffusion, sampler, datamodule=datamodule, device=device, cond=cond)
     job.sampling_net = compile_for_sampling(net) if cfg.get("compile") else None
+    job.pretrained = cfg.get("pretrained")  # its dataset picks the published numbers of the report
     return job
 
 
@@ -171,13 +167,10 @@ def run_checks(cfg: DictConfig, device: torch.device, out_dir: Path) -> dict[str
     return report
 
 
-def write_outputs(job: EvalJob, report: dict[str, Any], out_dir: Path, cache_hits: dict[str, bool]) -> None:
-    """``report.json`` (metrics and protocol only), ``run_info.json`` (timings) and the summary (rank 0)."""
+def print_summary(job: EvalJob, report: dict[str, Any], out_dir: Path) -> None:
+    """The metrics beside the published numbers, and where the report is (rank 0)."""
     if rank_and_world()[0] != 0:
         return
-    atomic_write_json(out_dir / "report.json", report)
-    info = {"output_dir": str(out_dir), "world_size": rank_and_world()[1], "timings": job.timings}
-    atomic_write_json(out_dir / "run_info.json", {**info, "reference_cache_hits": cache_hits})
     title = f"Evaluation of {job.loaded.source} ({job.loaded.weights} weights):"
     lines = summary_lines(report["metrics"], report["expected"], report.get("metrics_std"))
     if "draws" in report:
@@ -186,64 +179,15 @@ def write_outputs(job: EvalJob, report: dict[str, Any], out_dir: Path, cache_hit
     print(f"Report: {out_dir / 'report.json'}")
 
 
-def generate_draws(
-    job: EvalJob, settings: EvalSettings, seeds: list[int], out_dir: Path
-) -> list[tuple[ShardStore, list[int]]]:
-    """Generate (or resume) the samples of every draw, each in its own folder: (store, this rank's shards)."""
-    draws = []
-    for k, seed in enumerate(seeds):
-        generation = dataclasses.replace(settings.generation, seed=seed)
-        draws.append(generate_stage(job, generation, draw_dir(out_dir, k, seed), settings.progress))
-    return draws
-
-
-def draws_report(
-    seeds: list[int], stores: list[ShardStore], per_draw: list[dict[str, float]]
-) -> dict[str, Any]:
-    """One draw: its metrics. Several: each metric's mean and std (ddof=1) over the draws, and each draw."""
-    if len(seeds) == 1:
-        return {"metrics": dict(per_draw[0])}
-    mean, std = spread(per_draw)
-    draws = [
-        {"seed": seed, "fingerprint": store.fingerprint, "metrics": metrics}
-        for seed, store, metrics in zip(seeds, stores, per_draw, strict=True)
-    ]
-    return {"metrics": mean, "metrics_std": std, "draws": draws}
-
-
 def run_evaluation(cfg: DictConfig, device: torch.device, out_dir: Path) -> dict[str, Any]:
-    """``mode=evaluate``: generate (or resume) each draw's samples, compute the metrics, write the report."""
+    """``mode=evaluate``: the settings and the job from the config, then the pipeline; the W&B run (if
+    configured) starts before the sampling, so a missing login fails before hours of work."""
     settings = eval_settings(cfg)
-    gen = settings.generation
-    seeds = draw_seeds(gen.seed, gen.num_samples, int(cfg.get("num_draws") or 1), cfg.get("seeds"))
-    inception_path = None
-    if settings.needs_inception:  # fail before sampling when the Inception weights are missing
-        inception_path = resolve_inception_weights(
-            settings.fid_is.inception_weights, settings.fid_is.allow_download
-        )
+    inception_path = inception_weights(settings)  # a missing file fails now, before the sampling
     job = prepare(cfg, settings, device)
     loggers = start_wandb(cfg.get("logger"), out_dir) if rank_and_world()[0] == 0 else []
-    draws = generate_draws(job, settings, seeds, out_dir)
-    if rank_and_world()[0] == 0:
-        save_grid(draws[0][0], gen.grid_size, out_dir / "samples.png")
-    inception = inception_stage(job, settings, inception_path) if inception_path else None
-    per_draw = [fid_is_stage(job, settings, st, mine, inception) if inception else {} for st, mine in draws]
-    report = draws_report(seeds, [st for st, _ in draws], per_draw)
-    nll = nll_stage(job, settings.nll, out_dir, settings.progress) if settings.nll else None
-    if nll is not None:
-        report["metrics"][f"nll_bpd_{settings.nll.split}"] = nll["bpd"]
-    family = dataset_family(describe_datamodule(job.datamodule)) if job.datamodule is not None else None
-    preset = get_preset(cfg.get("pretrained"))
-    record = inception.record() if inception else {}
-    protocol = protocol_record(job, settings, draws[0][0], record)
-    if len(seeds) > 1:
-        protocol["seeds"] = seeds
-    report.update(
-        expected=paper_numbers(dataset_family(preset.data) if preset is not None else family),
-        protocol=protocol,
-        nll=nll,
-    )
-    write_outputs(job, report, out_dir, record.get("cache_hits", {}))
+    report = evaluate_job(job, settings, out_dir, inception_path)
+    print_summary(job, report, out_dir)
     log_report(loggers, report, out_dir)  # logger=wandb: metrics, protocol, grid (rank 0)
     barrier()
     return report

@@ -1,11 +1,12 @@
 """FID, Inception Score, KID and precision/recall of generated images: the protocol's settings and stages.
 
 One Inception pass over the samples gives every metric: the float64 sums of FID and IS
-(:mod:`ddpm.evaluation.metrics`) and, when KID or precision/recall are on, the pool-3 features
-(:mod:`ddpm.evaluation.feature_metrics`). ``ddpm-eval`` keeps each shard's features and logits in a
-resumable feature :class:`~ddpm.io.shards.ShardStore` beside the samples and reads the features back
-for KID/PR; the in-loop callback gathers them once. The reference statistics and features of each
-split come from the cache (:mod:`ddpm.evaluation.reference_stats`).
+(:mod:`ddpm.metrics.statistics`) and, when KID or precision/recall are on, the pool-3 features
+(:mod:`ddpm.metrics.kid_pr`), both through the one feature loop (:mod:`ddpm.metrics.features`).
+``ddpm-eval`` keeps each shard's features and logits in a resumable feature
+:class:`~ddpm.io.shards.ShardStore` beside the samples and reads the features back for KID/PR; the in-loop
+callback gathers them once. The reference statistics and features of each split come from the cache
+(:mod:`ddpm.metrics.reference_cache`); every score is named by :func:`~ddpm.metrics.names.metric_name`.
 Used by ``ddpm-eval`` and by the in-loop :class:`~ddpm.callbacks.evaluation.FIDCallback`, with the
 same :class:`FIDSettings` (the ``metrics/fid_is`` config).
 """
@@ -20,23 +21,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ddpm.evaluation.distributed import barrier, gather_rows
-from ddpm.evaluation.feature_metrics import TORCH_FIDELITY_KID_SEED, kid, precision_recall
-from ddpm.evaluation.generation import generation_fingerprint, read_images
-from ddpm.evaluation.metrics import (
+from ddpm.evaluation.datasets import describe_datamodule, split_dataset
+from ddpm.evaluation.generation import read_images
+from ddpm.io.shards import ShardStore
+from ddpm.metrics.features import accumulate, feature_chunks
+from ddpm.metrics.kid_pr import TORCH_FIDELITY_KID_SEED, kid, precision_recall
+from ddpm.metrics.names import metric_name, splits_label
+from ddpm.metrics.reference_cache import ReferenceSet, reference_statistics
+from ddpm.metrics.statistics import (
     DEFAULT_IS_SPLITS,
     TORCH_FIDELITY_SHUFFLE_SEED,
     InceptionStatistics,
     fid,
     statistics_for,
 )
-from ddpm.evaluation.reference_stats import (
-    ReferenceSet,
-    describe_datamodule,
-    reference_statistics,
-    split_dataset,
-)
-from ddpm.io.shards import ShardStore
+from ddpm.utils.distributed import barrier
+from ddpm.utils.fingerprint import fingerprint
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,6 @@ def reference_for(
     )
 
 
-@torch.no_grad()
 def sample_statistics(
     extractor: Any,
     batches: Iterable[tuple[Tensor, Tensor]],
@@ -122,23 +121,17 @@ def sample_statistics(
     """All-reduced Inception statistics of ``(global indices, images)`` batches and, for KID/PR, the
     float32 features of all ``num_samples`` images on every rank (gathered once; every rank calls this)."""
     stats = statistics_for(extractor, num_samples, settings.is_splits, settings.is_shuffle_seed, device)
-    kept, kept_indices = [], []
-    step = settings.inception_batch(device)
-    for indices, images in batches:
-        for start in range(0, images.shape[0], step):
-            features, logits = extractor(images[start : start + step].to(device))
-            stats.update(features, logits, indices[start : start + step])
-            if settings.needs_features:
-                kept.append(features.to(torch.float32))
-                kept_indices.append(indices[start : start + step])
+    features = accumulate(
+        stats,
+        extractor,
+        batches,
+        batch_size=settings.inception_batch(device),
+        device=device,
+        keep_features=settings.needs_features,
+    )
     stats = stats.reduced()
     stats.check_complete()
-    if not settings.needs_features:
-        return stats, None
-    dim = stats.features.total.shape[0]
-    mine = torch.cat(kept) if kept else torch.zeros(0, dim, device=device)
-    index = torch.cat(kept_indices) if kept_indices else torch.zeros(0, dtype=torch.long)
-    return stats, gather_rows(mine, index, num_samples)
+    return stats, features
 
 
 def _check_features(items: range, arrays: dict[str, np.ndarray]) -> None:
@@ -151,10 +144,10 @@ def _check_features(items: range, arrays: dict[str, np.ndarray]) -> None:
 def feature_store(samples: ShardStore, extractor: Any) -> ShardStore:
     """The resumable store of the samples' Inception features and logits (float32), shard for shard,
     in ``features/`` beside ``samples/``; keyed by the samples' fingerprint and the Inception weights."""
-    fingerprint = generation_fingerprint(samples=samples.fingerprint, inception=str(extractor.weights_sha256))
+    key = fingerprint(samples=samples.fingerprint, inception=str(extractor.weights_sha256))
     return ShardStore(
         samples.folder.parent / "features",
-        fingerprint,
+        key,
         samples.num_items,
         samples.shard_size,
         prefix="features",
@@ -162,17 +155,15 @@ def feature_store(samples: ShardStore, extractor: Any) -> ShardStore:
     )
 
 
-@torch.no_grad()
 def _shard_outputs(
     extractor: Any, images: Tensor, batch_size: int, device: torch.device
 ) -> dict[str, np.ndarray]:
     """Float32 features and logits of one shard's images, in Inception batches of ``batch_size``."""
-    outputs = [
-        extractor(images[s : s + batch_size].to(device)) for s in range(0, images.shape[0], batch_size)
-    ]
+    items = torch.arange(images.shape[0])
+    outputs = list(feature_chunks(extractor, [(items, images)], batch_size, device))
     return {
-        "features": torch.cat([f for f, _ in outputs]).to("cpu", torch.float32).numpy(),
-        "logits": torch.cat([g for _, g in outputs]).to("cpu", torch.float32).numpy(),
+        "features": torch.cat([f for _, f, _ in outputs]).to("cpu", torch.float32).numpy(),
+        "logits": torch.cat([g for _, _, g in outputs]).to("cpu", torch.float32).numpy(),
     }
 
 
@@ -209,23 +200,39 @@ def stored_features(store: ShardStore) -> Tensor:
     return torch.cat([torch.from_numpy(a["features"]) for _, a in store.iter_shards(range(store.num_shards))])
 
 
-def feature_scores(
-    generated: Tensor, reference: Tensor, settings: FIDSettings, name: str
+def inception_scores(
+    stats: InceptionStatistics, num: int | None, split: str | None = None, *, tag: str = "", std: bool = True
 ) -> dict[str, float]:
-    """KID (``kid_{name}``, ``kid_{name}_std``) and ``precision_{name}`` / ``recall_{name}`` as enabled
-    (``name``: the label and the split, e.g. ``50k_train``); every rank calls this."""
+    """IS for every split count: ``is_{num}[_{tag}][_{split}]_10splits`` (the mean over the splits), with
+    ``std`` its ``..._10splits_std``, and ``..._1split`` (names: :func:`~ddpm.metrics.names.metric_name`)."""
+    out: dict[str, float] = {}
+    for splits in stats.is_splits:
+        mean, spread = stats.inception_score(splits)
+        out[metric_name("is", num, split, tag=tag, detail=splits_label(splits))] = mean
+        if splits > 1 and std:
+            out[metric_name("is", num, split, tag=tag, detail=f"{splits_label(splits)}_std")] = spread
+    return out
+
+
+def feature_scores(
+    generated: Tensor, reference: Tensor, settings: FIDSettings, *, num: int, split: str, tag: str = ""
+) -> dict[str, float]:
+    """KID (``kid_{num}[_{tag}]_{split}`` and its ``_std``) and ``precision_...`` / ``recall_...`` as
+    enabled, of ``num`` generated images' features against a split's; every rank calls this."""
     reference = reference.to(generated.device)
     out: dict[str, float] = {}
     if settings.kid:
         mean, std = kid(
             generated, reference, settings.kid_subsets, settings.kid_subset_size, settings.kid_seed
         )
-        out.update({f"kid_{name}": mean, f"kid_{name}_std": std})
+        out[metric_name("kid", num, split, tag=tag)] = mean
+        out[metric_name("kid", num, split, tag=tag, detail="std")] = std
     if settings.precision_recall:
         precision, recall = precision_recall(
             generated, reference, settings.pr_neighbours, settings.distance_batch
         )
-        out.update({f"precision_{name}": precision, f"recall_{name}": recall})
+        out[metric_name("precision", num, split, tag=tag)] = precision
+        out[metric_name("recall", num, split, tag=tag)] = recall
     return out
 
 
@@ -239,6 +246,7 @@ __all__ = [
     "feature_scores",
     "feature_store",
     "fid_against",
+    "inception_scores",
     "reference_for",
     "sample_statistics",
     "store_statistics",

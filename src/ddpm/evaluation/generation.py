@@ -8,14 +8,13 @@ and ``seed + i``: not on the batch size, nor on the number of ranks, nor on whic
 Samples ``0..N-1`` are kept in the project's resumable :class:`~ddpm.io.shards.ShardStore` as
 ``samples_XXXXX.npz`` (``images``: uint8 [n, H, W, C]; ``indices``; ``fingerprint``). A rerun skips
 every shard that is complete and has the same fingerprint (weights, sampler, seed, N, shard size,
-device type), so an interrupted evaluation resumes where it stopped and produces the same samples.
+device type: :mod:`ddpm.utils.fingerprint`), so an interrupted evaluation resumes where it stopped and
+produces the same samples.
 Images come from the one sampling loop, :func:`ddpm.sampling.iter_samples`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,70 +27,12 @@ import torch
 from torch import Tensor, nn
 
 from ddpm.diffusion.denoiser import Cond
-from ddpm.evaluation.distributed import rank_and_world
 from ddpm.io.shards import Arrays, ShardStore
 from ddpm.sampling import iter_samples
+from ddpm.utils.distributed import rank_and_world
 from ddpm.utils.images import to_uint8
 
 log = logging.getLogger(__name__)
-
-_SIMPLE = (int, float, str, bool, type(None))
-
-
-def module_digest(module: nn.Module) -> str:
-    """SHA-256 of a module's state dict (names, shapes, dtypes and bytes): identifies the weights."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-able summary of a setting (long sequences and tensors as a length and a hash)."""
-    if isinstance(value, _SIMPLE):
-        return value
-    if isinstance(value, list | tuple) and len(value) > 16:
-        text = json.dumps([_plain(v) for v in value], default=str)
-        return {"len": len(value), "sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, Tensor) and value.numel() <= 16:
-        return value.tolist()
-    if isinstance(value, Tensor):
-        return hashlib.sha256(value.detach().cpu().double().numpy().tobytes()).hexdigest()[:16]
-    return None
-
-
-def describe_diffusion(diffusion: Any) -> dict[str, Any]:
-    """The settings of a GaussianDiffusion that change samples (schedule via a hash of its betas)."""
-    out = {"class": type(diffusion).__name__}
-    for attr in ("num_timesteps", "mean_type", "var_type", "schedule", "betas"):
-        if hasattr(diffusion, attr):
-            out[attr] = _plain(getattr(diffusion, attr))
-    return out
-
-
-def describe_sampler(sampler: Any) -> dict[str, Any]:
-    """The class and simple attributes of a sampler (and its diffusion): part of the fingerprint."""
-    out: dict[str, Any] = {"class": f"{type(sampler).__module__}.{type(sampler).__qualname__}"}
-    for name, value in sorted(vars(sampler).items()):
-        if isinstance(value, nn.Module) and hasattr(value, "betas"):  # the (base / respaced) diffusion
-            out[name] = describe_diffusion(value)
-        elif hasattr(value, "sample") and hasattr(value, "num_steps"):  # a wrapped sampler (guidance)
-            out[name] = describe_sampler(value)
-        elif not name.startswith("_") and (plain := _plain(value)) is not None:
-            out[name] = plain
-    for attr in ("num_steps",):
-        if hasattr(sampler, attr):
-            out[attr] = _plain(getattr(sampler, attr))
-    return out
-
-
-def generation_fingerprint(**parts: Any) -> str:
-    """SHA-256 of a JSON description of everything samples depend on."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,10 @@ from typing import Any
 
 import torch
 
-from ddpm.evaluation.fid_is import FIDSettings, fid_against, reference_for
-from ddpm.evaluation.inception import load_inception
+from ddpm.evaluation.fid_is import FIDSettings, fid_against, inception_scores, reference_for
 from ddpm.evaluation.paper_numbers import CHECK_TOLERANCE, INCEPTION_CHECK, dataset_family
-
-
-def _scores(stats: Any, name: str) -> dict[str, float]:
-    """IS of real data for every split count that fits the number of images."""
-    return {f"is_{name}_{s}split{'s' if s > 1 else ''}": stats.inception_score(s)[0] for s in stats.is_splits}
+from ddpm.metrics.inception import load_inception
+from ddpm.metrics.names import metric_name
 
 
 def check_inception(
@@ -30,8 +26,10 @@ def check_inception(
         datamodule, "train", extractor, settings, device=device, progress=progress
     )
     test, _, _ = reference_for(datamodule, "test", extractor, settings, device=device, progress=progress)
-    metrics = {**_scores(train, "train"), **_scores(test, "test")}
-    metrics["fid_train_vs_test"] = fid_against(train, test)
+    # IS of real data (the means) for every split count that fits the number of images
+    metrics = inception_scores(train, None, "train", std=False)
+    metrics.update(inception_scores(test, None, "test", std=False))
+    metrics[metric_name("fid", split="train", detail="vs_test")] = fid_against(train, test)
     family = dataset_family(train_key.dataset)
     expected = INCEPTION_CHECK.get(family or "", {})
     full = family == "cifar10" and train.num == 50000 and test.num == 10000

@@ -9,7 +9,9 @@ from :mod:`ddpm.diffusion.likelihood`. Per-timestep terms, the eps / x_0 predict
 rate-distortion curve of the paper's progressive lossy compression (Sec. 4.3, Fig. 5) are reported.
 
 The noise of image ``i`` at every step comes from its own generator (seeded from ``seed`` and ``i``),
-so the bound of an image does not depend on the batch size or on the number of ranks.
+so the bound of an image does not depend on the batch size or on the number of ranks. Images and their
+conditioning come out of each data batch through :func:`~ddpm.diffusion.denoiser.split_batch`, so a
+dataset's ``(x0, cond)`` items give the bound of the model given ``cond``.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ddpm.diffusion.denoiser import cond_to, split_batch
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.diffusion.likelihood import BoundTerms, bound_terms, rate_distortion_curve
-from ddpm.evaluation.distributed import all_reduce_sum, barrier, rank_and_world
 from ddpm.io.shards import ShardStore
 from ddpm.sampling import PerSampleNoise
+from ddpm.utils.distributed import all_reduce_sum, barrier, rank_and_world
 from ddpm.utils.progress import progress_bar
 from ddpm.utils.rng import derive_seed
 
@@ -145,14 +147,6 @@ class NLLSettings:
     num_workers: int = 0
 
 
-def _image_and_cond(batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
-    """A data batch as (x0, cond) (see ``split_batch``); a labelled dataset's ``(x0, label, ...)`` gives
-    the unconditional bound of x0."""
-    if isinstance(batch, list | tuple) and len(batch) > 1 and not isinstance(batch[1], dict):
-        batch = batch[0]
-    return split_batch(batch)
-
-
 @torch.no_grad()
 def _accumulate(
     model: Model,
@@ -170,7 +164,7 @@ def _accumulate(
     )
     start = 0
     for batch in loader:
-        x0, cond = _image_and_cond(batch)
+        x0, cond = split_batch(batch)
         x0 = x0.to(device, torch.float32)
         noise = PerSampleNoise(nll_seeds(settings.seed, indices[start : start + x0.shape[0]]), device)
         start += x0.shape[0]

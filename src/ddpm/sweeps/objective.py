@@ -109,8 +109,8 @@ def argument(node: DictConfig, cls: type, name: str) -> Any:
 
 def evaluation_names(node: DictConfig, cls: type) -> tuple[str, ...]:
     """The ``eval/*`` names an in-loop evaluation callback logs (patterns where the sampler names them)."""
-    from ddpm.callbacks import DigitsScoreCallback, FIDCallback, NLLCallback
-    from ddpm.callbacks.class_grid import ClassGridCallback
+    from ddpm.callbacks import FIDCallback, NLLCallback, SampleGridCallback
+    from ddpm.digits_score import DigitsScoreCallback
 
     prefix = argument(node, cls, "prefix") or "eval/"
     if issubclass(cls, DigitsScoreCallback):
@@ -124,7 +124,7 @@ def evaluation_names(node: DictConfig, cls: type) -> tuple[str, ...]:
         return tuple(f"{prefix}{kind}_*" for kind in kinds)
     if issubclass(cls, NLLCallback):
         return (f"{prefix}nll_*",)
-    if issubclass(cls, ClassGridCallback):
+    if issubclass(cls, SampleGridCallback):
         return ("eval/class_accuracy_*",) if argument(node, cls, "score_digits") else ()
     return (f"{prefix}*",)
 
@@ -153,11 +153,10 @@ def callback_sources(cfg: DictConfig) -> tuple[list[Source], bool]:
     """The metric sources among the configured callbacks, and whether every callback is a known one."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 
-    from ddpm.callbacks import DivergenceGuard, LossCurveCallback, PreemptionCheckpoint, SampleGridCallback
+    from ddpm.callbacks import DivergenceGuard, LossCurveCallback, PreemptionCheckpoint
     from ddpm.callbacks.periodic import PeriodicEMACallback
 
     silent = (ModelCheckpoint, ProgressBar, DivergenceGuard, LossCurveCallback, PreemptionCheckpoint)
-    silent += (SampleGridCallback,)  # a PeriodicEMACallback that logs nothing
     callbacks = select(cfg, "callbacks")
     sources, known = [], True
     for name, node in callbacks.items() if isinstance(callbacks, DictConfig) else []:

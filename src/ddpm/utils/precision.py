@@ -24,7 +24,7 @@ def set_tf32_policy(float32_matmul_precision: str | None) -> None:
 
     ``highest``: strict fp32 everywhere; ``high``: TF32 matmuls and convolutions; ``medium``: also
     bf16 matmuls where PyTorch allows. ``None`` leaves PyTorch's settings as they are. The Inception
-    ignores this and always runs in :func:`strict_fp32` (:mod:`ddpm.evaluation.inception`).
+    ignores this and always runs in :func:`strict_fp32` (:mod:`ddpm.metrics.inception`).
     """
     if float32_matmul_precision is None:
         return

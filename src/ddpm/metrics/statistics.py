@@ -7,7 +7,7 @@ Why our own accumulators instead of torchmetrics' ``FrechetInceptionDistance`` /
 * torchmetrics' IS keeps every logit, all-gathers them and shuffles with the global RNG; here each
   IS split keeps three sums (count, sum of p, sum of p log p), assigned by the image's *global index*,
   so the result is exact, deterministic, and the same on any number of ranks;
-* the reference statistics of a dataset are cached on disk (:mod:`ddpm.evaluation.reference_stats`),
+* the reference statistics of a dataset are cached on disk (:mod:`ddpm.metrics.reference_cache`),
   which needs direct access to the sums.
 
 The FID sums are those torchmetrics keeps (float64 sum of features and of their outer products);
@@ -17,14 +17,14 @@ the IS splits reproduce torch-fidelity's ``isc_features_to_metric`` exactly (sam
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ddpm.evaluation.distributed import all_reduce_sum
-from ddpm.evaluation.inception import FEATURE_DIM, NUM_CLASSES
+from ddpm.metrics.inception import FEATURE_DIM, NUM_CLASSES
+from ddpm.utils.distributed import all_reduce_sum
 
 DEFAULT_IS_SPLITS = (10, 1)
 TORCH_FIDELITY_SHUFFLE_SEED = 2020
@@ -272,24 +272,6 @@ class InceptionStatistics:
         )
         return stats._load_parts(tensors)
 
-    def scores(self, label: str) -> dict[str, float]:
-        """IS for every split count, named by protocol: ``is_{label}_10splits`` (mean), ``..._std``,
-        ``is_{label}_1split`` (``label``: the sample count and, in-loop, the sampler, e.g. ``50k``)."""
-        out: dict[str, float] = {}
-        for s in self.is_splits:
-            mean, std = self.inception_score(s)
-            out[f"is_{label}_{s}split{'s' if s > 1 else ''}"] = mean
-            if s > 1:
-                out[f"is_{label}_{s}splits_std"] = std
-        return out
-
-
-def count_label(n: int) -> str:
-    """50000 -> '50k', 2500 -> '2.5k', 64 -> '64': the sample count in metric names."""
-    if n >= 1000 and n % 100 == 0:
-        return f"{n / 1000:g}k"
-    return str(n)
-
 
 def statistics_for(
     extractor: object,
@@ -307,17 +289,14 @@ def statistics_for(
     )
 
 
-@torch.no_grad()
-def accumulate(
-    stats: InceptionStatistics,
-    extractor: Callable[[Tensor], tuple[Tensor, Tensor]],
-    batches: Iterable[tuple[Tensor, Tensor]],
-    batch_size: int = 100,
-    device: torch.device | str = "cpu",
-) -> InceptionStatistics:
-    """Feed ``(global indices, images)`` batches through the extractor in chunks of ``batch_size``."""
-    for indices, images in batches:
-        for start in range(0, images.shape[0], batch_size):
-            features, logits = extractor(images[start : start + batch_size].to(device))
-            stats.update(features, logits, indices[start : start + batch_size])
-    return stats
+__all__ = [
+    "DEFAULT_IS_SPLITS",
+    "TORCH_FIDELITY_SHUFFLE_SEED",
+    "FeatureStatistics",
+    "InceptionStatistics",
+    "SplitISStatistics",
+    "fid",
+    "frechet_distance",
+    "is_split_assignment",
+    "statistics_for",
+]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ddpm.evaluation.distributed import first_host, torch_env_from_slurm
+from ddpm.utils.distributed import first_host, torch_env_from_slurm
 
 SRUN_TASK = {  # what srun sets in task 3 of a 2-node x 2-task step (read off a real srun step)
     "SLURM_JOB_ID": "123456",

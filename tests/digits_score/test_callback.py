@@ -9,7 +9,7 @@ from ddpm.errors import ConfigError
 from tests.helpers import TINY, compose_train
 
 CALLBACK = [
-    "+callbacks.digits_score._target_=ddpm.callbacks.digits_score.DigitsScoreCallback",
+    "+callbacks.digits_score._target_=ddpm.digits_score.DigitsScoreCallback",
     "+callbacks.digits_score.num_samples=6",
     "+callbacks.digits_score.batch_size=4",
     "+callbacks.digits_score.sampler._target_=ddpm.sampling.DPMSolverPPSampler",
@@ -37,7 +37,7 @@ def test_score_is_printed_logged_and_written_at_the_end(tmp_path, capsys):
 def test_8x8_digits_are_scored_and_colour_images_refused_in_one_line(tmp_path, capsys):
     from types import SimpleNamespace
 
-    from ddpm.callbacks import DigitsScoreCallback
+    from ddpm.digits_score import DigitsScoreCallback
 
     out = tmp_path / "run"
     at_8x8 = ["data.image_size=8", "model.resolution=8", "model.attn_resolutions=[4]", "trainer.max_steps=1"]

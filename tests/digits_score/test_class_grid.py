@@ -1,15 +1,18 @@
-"""The conditional quickstart's class grid: one row per class, guidance scales, digits-classifier accuracy."""
+"""The sample-grid callback's class grid (the conditional quickstart's): one row per class, guidance scales,
+and the digits classifier's accuracy."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 from hydra.utils import instantiate
 
-from ddpm.callbacks.class_grid import ClassGridCallback
+from ddpm.callbacks import SampleGridCallback
 from ddpm.data.digits import load_digit_images, load_digit_labels
 from ddpm.diffusion import GaussianDiffusion
+from ddpm.errors import ConfigError
 from ddpm.sampling import DDIMSampler
 from ddpm.testing.oracle import ClassConditionalOracle
 from tests.helpers import compose_train
@@ -24,8 +27,8 @@ def _digit_oracle(permute: bool = False) -> ClassConditionalOracle:
     return ClassConditionalOracle(GaussianDiffusion(num_timesteps=100), means, torch.full_like(means, 0.05))
 
 
-def _run(oracle: ClassConditionalOracle, tmp_path, scales) -> ClassGridCallback:
-    callback = ClassGridCallback(
+def _run(oracle: ClassConditionalOracle, tmp_path, scales) -> SampleGridCallback:
+    callback = SampleGridCallback(
         tmp_path,
         num_classes=10,
         per_class=3,
@@ -46,6 +49,7 @@ def test_class_grid_rows_and_accuracy_of_an_exact_conditional_model(tmp_path, ca
     assert callback.labels().tolist()[:7] == [0, 0, 0, 1, 1, 1, 2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_0000007_w0.png", "step_0000007_w3.png"]
     assert callback.accuracy["w0"] >= 0.9 and callback.accuracy["w3"] >= 0.9
+    assert set(callback.last_metrics) == {"eval/class_accuracy_w0", "eval/class_accuracy_w3"}
     assert "Samples classified as the requested digit (30 per scale" in capsys.readouterr().out
     wrong = _run(_digit_oracle(permute=True), tmp_path / "wrong", [None])
     assert wrong.accuracy["none"] <= 0.2  # the accuracy can fail: it reads what the samples show
@@ -55,7 +59,20 @@ def test_quickstart_conditional_config_and_unchanged_quickstart(tmp_path):
     cfg = compose_train(["experiment=quickstart_conditional"], tmp_path)
     assert cfg.model.num_classes == 10 and cfg.data.class_labels is True
     callback = instantiate(cfg.callbacks.class_grid)
-    assert isinstance(callback, ClassGridCallback) and callback.guidance_scales == [0.0, 1.0, 3.0]
+    assert isinstance(callback, SampleGridCallback) and callback.guidance_scales == [0.0, 1.0, 3.0]
     plain = compose_train(["experiment=quickstart"], tmp_path)
     assert plain.model.num_classes == 0 and plain.data.class_labels is False
     assert "class_grid" not in plain.callbacks
+
+
+def test_one_callback_draws_plain_and_class_grids(tmp_path):
+    oracle = _digit_oracle()
+    plain = SampleGridCallback(tmp_path / "plain", num_samples=4, sampler=lambda d: DDIMSampler(d, steps=2))
+    module = SimpleNamespace(ema_net=oracle, diffusion=oracle.diffusion, device=torch.device("cpu"))
+    trainer = SimpleNamespace(
+        global_rank=0, global_step=3, loggers=[], datamodule=SimpleNamespace(image_shape=(1, 16, 16))
+    )
+    assert plain.labels() is None and plain.run(trainer, module, final=True).name == "step_0000003.png"
+    assert plain.accuracy == {} and plain.last_metrics == {}
+    with pytest.raises(ConfigError, match="num_classes"):
+        SampleGridCallback(tmp_path, score_digits=True)

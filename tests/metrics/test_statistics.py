@@ -6,7 +6,7 @@ import scipy.linalg
 import torch
 from torch_fidelity.metric_isc import isc_features_to_metric
 
-from ddpm.evaluation.metrics import (
+from ddpm.metrics.statistics import (
     FeatureStatistics,
     InceptionStatistics,
     frechet_distance,

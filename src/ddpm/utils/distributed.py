@@ -1,5 +1,5 @@
-"""The few ``torch.distributed`` collectives the evaluation needs, as no-ops without a process group,
-and joining the group from torchrun's or SLURM's (srun) rank variables.
+"""The few ``torch.distributed`` collectives the evaluation and the metrics need (no-ops without a process
+group), and joining the group from torchrun's or SLURM's (srun) rank variables.
 
 Every function here must be called by *every* rank (they are collectives under DDP); none of them
 is ever called on rank 0 only, which is what makes a rank-0-only metric hang.

@@ -1,9 +1,9 @@
 """The quickstart's measured quality: the digits score of EMA samples, printed at the end of training.
 
-The digits score (:mod:`ddpm.evaluation.digits_score`) classifies samples with a small CNN of the real
-digits: an Inception-Score analogue (1..10), the classifier's confidence and class balance, and a Fréchet
-distance on its features against the real digits. The same numbers for as many real digits are
-printed beside them, so a newcomer sees how far the model is from the data.
+The digits score (:mod:`ddpm.digits_score.score`) classifies samples with a small CNN of the real digits:
+an Inception-Score analogue (1..10), the classifier's confidence and class balance, and a Fréchet distance
+on its features against the real digits. The same numbers for as many real digits are printed beside
+them, so a newcomer sees how far the model is from the data.
 """
 
 from __future__ import annotations
@@ -18,17 +18,10 @@ from ddpm.callbacks.periodic import PeriodicEMACallback
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import ConfigError
 from ddpm.io.atomic import atomic_write_json
+from ddpm.metrics.names import metric_name
 from ddpm.sampling import DPMSolverPPSampler, iter_samples
 
 SamplerFactory = Callable[[GaussianDiffusion], object]
-
-
-def real_digits(num: int) -> torch.Tensor:
-    """``num`` real digits spread over the whole set (every k-th of the 1,797), the score's reference."""
-    from ddpm.data.digits import load_digit_images
-
-    images = load_digit_images(16)
-    return images[torch.linspace(0, images.shape[0] - 1, min(num, images.shape[0])).round().long()]
 
 
 class DigitsScoreCallback(PeriodicEMACallback):
@@ -88,7 +81,7 @@ class DigitsScoreCallback(PeriodicEMACallback):
         return torch.cat([images for _, images in batches])
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule, final: bool) -> dict | None:
-        from ddpm.evaluation.digits_score import digits_score
+        from ddpm.digits_score.score import digits_score, real_digits
 
         if trainer.global_rank != 0:
             return None
@@ -96,7 +89,8 @@ class DigitsScoreCallback(PeriodicEMACallback):
         real = digits_score(real_digits(self.num_samples)).as_dict()
         self.result = {"step": trainer.global_step, "samples": model, "real_digits": real}
         n = self.num_samples
-        metrics = {f"eval/digits_{key}_{n}": float(model[key]) for key in ("score", "frechet", "confidence")}
+        keys = ("score", "frechet", "confidence")
+        metrics = {f"eval/{metric_name(f'digits_{key}', n)}": float(model[key]) for key in keys}
         self.log_metrics(trainer, pl_module, metrics, final)
         if self.output_path is not None:
             atomic_write_json(self.output_path, self.result)
@@ -109,4 +103,4 @@ class DigitsScoreCallback(PeriodicEMACallback):
         return self.result
 
 
-__all__ = ["DigitsScoreCallback", "real_digits"]
+__all__ = ["DigitsScoreCallback"]

@@ -6,8 +6,7 @@ import torch
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
-from ddpm.evaluation.feature_metrics import kid, knn_radii, mmd2_unbiased, precision_recall
-from ddpm.evaluation.fid_is import FIDSettings, feature_scores
+from ddpm.metrics.kid_pr import kid, knn_radii, mmd2_unbiased, precision_recall
 
 
 def feature_sets(n_1=240, n_2=200, dim=32, seed=0):
@@ -67,12 +66,7 @@ def test_blocks_do_not_change_the_radii():
     torch.testing.assert_close(knn_radii(a, 3, batch=7), full, rtol=1e-12, atol=1e-12)
 
 
-def test_feature_scores_names_and_switches():
+def test_kid_refuses_fewer_than_two_features():
     a, b = feature_sets(n_1=40, n_2=30)
-    settings = FIDSettings(kid=True, precision_recall=True, kid_subsets=4, kid_subset_size=20)
-    scores = feature_scores(a, b, settings, "40_train")
-    assert set(scores) == {"kid_40_train", "kid_40_train_std", "precision_40_train", "recall_40_train"}
-    assert scores["kid_40_train"] == pytest.approx(tf_kid(a, b, 4, 20)[0], rel=1e-5)
-    assert feature_scores(a, b, FIDSettings(), "40_train") == {}
     with pytest.raises(ValueError, match="at least 2"):
         kid(a[:1], b, subsets=2)

@@ -6,8 +6,8 @@ import scipy.linalg
 import scipy.stats
 import torch
 
+import ddpm.digits_score as ds
 from ddpm.data.digits import load_digit_images
-from ddpm.evaluation import digits_score as ds
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,15 @@ import dataclasses
 import pytest
 import torch
 
-from ddpm.evaluation.metrics import InceptionStatistics, accumulate
-from ddpm.evaluation.reference_stats import (
+from ddpm.metrics.features import accumulate
+from ddpm.metrics.reference_cache import (
+    STATISTICS,
     ReferenceKey,
-    load_reference_stats,
+    load_cached,
     reference_statistics,
-    save_reference_stats,
+    save_cached,
 )
+from ddpm.metrics.statistics import InceptionStatistics
 
 from .helpers import RandomImages, StubExtractor
 
@@ -87,13 +89,13 @@ def test_corrupt_cache_is_rebuilt_not_trusted(tmp_path, damage):
         torch.save(payload, path)
     elif damage == "other_key":  # a file renamed from another key
         other = dataclasses.replace(key, num_images=9)
-        save_reference_stats(path, other, good)
-    assert load_reference_stats(path, key) is None
+        save_cached(path, STATISTICS, other, good)
+    assert load_cached(path, STATISTICS, key) is None
     calls = extractor.calls
     rebuilt, _, hit = _stats(dataset, extractor, tmp_path)
     assert not hit and extractor.calls > calls
     assert torch.equal(rebuilt.features.total, good.features.total)
-    assert load_reference_stats(path, key) is not None  # and the file is valid again
+    assert load_cached(path, STATISTICS, key) is not None  # and the file is valid again
 
 
 def test_no_temporary_files_are_left_and_no_cache_dir_means_no_file(tmp_path):

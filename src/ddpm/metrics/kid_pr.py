@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ddpm.evaluation.distributed import all_reduce_sum, rank_and_world
+from ddpm.utils.distributed import all_reduce_sum, rank_and_world
 
 TORCH_FIDELITY_KID_SEED = 2020
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from ddpm.evaluation import inception as inception_module
-from ddpm.evaluation.inception import (
+from ddpm.metrics import inception as inception_module
+from ddpm.metrics.inception import (
     INCEPTION_FILENAME,
     TORCH_FIDELITY_FILENAME,
     InceptionFeatureExtractor,
@@ -13,7 +13,7 @@ from ddpm.evaluation.inception import (
     as_uint8_rgb,
     resolve_inception_weights,
 )
-from ddpm.evaluation.metrics import FeatureStatistics, InceptionStatistics, fid
+from ddpm.metrics.statistics import FeatureStatistics, InceptionStatistics, fid
 
 
 def _images(n, seed, smooth=False):

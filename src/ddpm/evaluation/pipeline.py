@@ -1,0 +1,261 @@
+"""``ddpm-eval``'s pipeline: every draw's samples, the grid, FID / IS / KID / PR, the NLL, and the report.
+
+:func:`evaluate_job` runs the stages of an :class:`~ddpm.evaluation.protocol.EvalJob` in order, each
+resumable or cheap to redo, so that an interrupted evaluation rerun in the same directory gives the same
+report:
+
+1. :func:`generate_stage`, for every draw: its samples, in its own folder (draw 0 in the run directory
+   itself, draw k in ``draws/seed{seeds[k]}``), each with its own fingerprint; ``samples.png`` shows the
+   first draw;
+2. :func:`inception_stage`: the Inception and each reference split, loaded once for all draws, then
+   :func:`fid_is_stage` for every draw (one resumable Inception pass over its shards);
+3. :func:`nll_stage`: the bound on a split of the data;
+4. the report (:mod:`ddpm.evaluation.report`): the draws' metrics, the protocol record, the published
+   numbers, written to ``report.json`` and ``run_info.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddpm.evaluation.datasets import describe_datamodule, split_dataset
+from ddpm.evaluation.fid_is import (
+    feature_scores,
+    fid_against,
+    inception_scores,
+    reference_for,
+    store_statistics,
+    stored_features,
+)
+from ddpm.evaluation.generation import GenerationSettings, generate_shards, read_images, sample_store
+from ddpm.evaluation.nll import NLLSettings, dataset_nll_resumable
+from ddpm.evaluation.paper_numbers import dataset_family, paper_numbers
+from ddpm.evaluation.protocol import EvalJob, EvalSettings, describe_cond, protocol_record
+from ddpm.evaluation.report import draws_report, write_report
+from ddpm.io.shards import ShardStore
+from ddpm.metrics.inception import InceptionFeatureExtractor, resolve_inception_weights
+from ddpm.metrics.names import metric_name
+from ddpm.metrics.reference_cache import ReferenceSet
+from ddpm.utils.distributed import barrier, rank_and_world
+from ddpm.utils.fingerprint import describe_sampler, fingerprint
+from ddpm.utils.images import save_image_grid
+from ddpm.weights.released import get_preset
+
+
+@contextmanager
+def timed(job: EvalJob, name: str) -> Iterator[None]:
+    """Add the wall time of a block to ``job.timings[name]``."""
+    start = time.perf_counter()
+    yield
+    job.timings[name] = job.timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def draw_dir(out_dir: Path, draw: int, seed: int) -> Path:
+    """Draw 0 in the run directory (as a one-draw evaluation), draw k in ``draws/seed{seed}``."""
+    return out_dir if draw == 0 else out_dir / "draws" / f"seed{seed}"
+
+
+def generate_stage(
+    job: EvalJob, settings: GenerationSettings, out_dir: Path, progress: bool
+) -> tuple[ShardStore, list[int]]:
+    """Generate (or resume) every sample in ``out_dir/samples``; returns the store and this rank's shards."""
+    key = fingerprint(
+        weights=job.digest,
+        sampler=describe_sampler(job.sampler),
+        image_shape=list(job.loaded.image_shape),
+        seed=settings.seed,
+        num_samples=settings.num_samples,
+        shard_size=settings.shard_size,
+        device_type=job.device.type,
+        **describe_cond(job.cond),
+    )
+    store = sample_store(out_dir / "samples", key, settings)
+    with timed(job, "generation_s"):
+        mine = generate_shards(
+            job.sampling_net or job.net,
+            job.sampler,
+            store,
+            image_shape=job.loaded.image_shape,
+            settings=settings,
+            device=job.device,
+            progress=progress,
+            cond=job.cond,
+        )
+        barrier()
+    return store, mine
+
+
+def generate_draws(job: EvalJob, settings: EvalSettings, out_dir: Path) -> list[tuple[ShardStore, list[int]]]:
+    """Generate (or resume) the samples of every draw, each in its own folder: (store, this rank's shards)."""
+    draws = []
+    for k, seed in enumerate(settings.first_seeds):
+        generation = dataclasses.replace(settings.generation, seed=seed)
+        draws.append(generate_stage(job, generation, draw_dir(out_dir, k, seed), settings.progress))
+    return draws
+
+
+def save_grid(store: ShardStore, num_images: int, path: Path) -> Path | None:
+    """The first ``num_images`` samples as one PNG grid (rank 0 calls this)."""
+    if num_images <= 0:
+        return None
+    chunks, count = [], 0
+    for _, images in read_images(store, range(store.num_shards)):
+        chunks.append(images)
+        count += images.shape[0]
+        if count >= num_images:
+            break
+    return save_image_grid(torch.cat(chunks)[:num_images].float() / 127.5 - 1.0, path)
+
+
+@dataclass
+class Inception:
+    """The Inception network and the reference splits (statistics, features), loaded once for all draws."""
+
+    extractor: Any
+    references: dict[str, ReferenceSet]
+
+    def record(self) -> dict[str, Any]:
+        """What the metrics were taken from, for the report (and the cache hits, for ``run_info.json``)."""
+        refs = {
+            split: {"dataset": r.key.dataset, "num_images": r.key.num_images, "key": r.key.digest()}
+            for split, r in self.references.items()
+        }
+        inception = {"sha256": self.extractor.weights_sha256, "official": self.extractor.official}
+        hits = {split: r.hit for split, r in self.references.items()}
+        return {"references": refs, "cache_hits": hits, "inception": inception}
+
+
+def inception_weights(settings: EvalSettings) -> Path | None:
+    """The Inception weights file when a metric needs one, else None: resolved before any sampling, so
+    that a missing file stops the command at once, not after hours of sampling."""
+    if not settings.needs_inception:
+        return None
+    return resolve_inception_weights(settings.fid_is.inception_weights, settings.fid_is.allow_download)
+
+
+def inception_stage(job: EvalJob, settings: EvalSettings, inception_path: Path) -> Inception:
+    """The Inception network and the statistics (and features, for KID/PR) of each reference split."""
+    extractor = InceptionFeatureExtractor(inception_path).to(job.device)
+    references = {}
+    for split in settings.fid_is.reference_splits if settings.needs_references else ():
+        with timed(job, f"reference_{split}_s"):
+            references[split] = reference_for(
+                job.datamodule,
+                split,
+                extractor,
+                settings.fid_is,
+                device=job.device,
+                progress=settings.progress,
+            )
+    return Inception(extractor, references)
+
+
+def fid_is_stage(
+    job: EvalJob, settings: EvalSettings, store: ShardStore, shards: list[int], inception: Inception
+) -> dict[str, float]:
+    """IS of one draw's samples and their FID, KID and precision/recall against each reference split,
+    from one (resumable) Inception pass over the sample shards."""
+    with timed(job, "sample_features_s"):
+        stats, features = store_statistics(inception.extractor, store, shards, settings.fid_is, job.device)
+    num = settings.generation.num_samples
+    metrics = inception_scores(stats, num) if settings.inception_score else {}
+    generated = None
+    if settings.fid_is.needs_features and inception.references:
+        generated = stored_features(features).to(job.device)
+    for split, reference in inception.references.items():
+        if settings.fid:
+            metrics[metric_name("fid", num, split)] = fid_against(stats, reference.stats)
+        if generated is not None:
+            with timed(job, "kid_pr_s"):
+                scores = feature_scores(generated, reference.features, settings.fid_is, num=num, split=split)
+                metrics.update(scores)
+    return metrics
+
+
+def nll_stage(job: EvalJob, settings: NLLSettings, out_dir: Path, progress: bool) -> dict[str, Any]:
+    """The full variational bound on a split (resumable shards in ``out_dir/nll``): its summary."""
+    key = fingerprint(
+        weights=job.digest,
+        diffusion=describe_sampler(job.sampler).get("diffusion") or str(job.diffusion),
+        split=settings.split,
+        dataset=describe_datamodule(job.datamodule),
+        num_images=settings.num_images,
+        seed=settings.seed,
+        clip=settings.clip_denoised,
+        device_type=job.device.type,
+    )
+    dataset = split_dataset(job.datamodule, settings.split)
+    with timed(job, "nll_s"):
+        stats = dataset_nll_resumable(
+            job.net,
+            job.diffusion,
+            dataset,
+            out_dir / "nll",
+            fingerprint=key,
+            settings=settings,
+            device=job.device,
+            progress=progress,
+        )
+    return stats.summary()
+
+
+def expected_numbers(job: EvalJob) -> dict[str, float]:
+    """The published numbers of the job's dataset: the named preset's, else the data module's."""
+    preset = get_preset(job.pretrained)
+    if preset is not None:
+        return paper_numbers(dataset_family(preset.data))
+    return paper_numbers(dataset_family(describe_datamodule(job.datamodule)) if job.datamodule else None)
+
+
+def evaluate_job(
+    job: EvalJob, settings: EvalSettings, out_dir: Path, inception_path: Path | None
+) -> dict[str, Any]:
+    """Generate (or resume) each draw's samples, compute the metrics and write the report (rank 0).
+
+    :param inception_path: the Inception weights (:func:`inception_weights`); None: no FID/IS/KID/PR.
+    :return: the report: ``metrics`` (over several draws: their mean, ``metrics_std`` and ``draws``),
+        ``expected`` (the published numbers), ``protocol`` and ``nll`` (the bound's summary, or None).
+    """
+    seeds, rank = settings.first_seeds, rank_and_world()[0]
+    draws = generate_draws(job, settings, out_dir)
+    if rank == 0:
+        save_grid(draws[0][0], settings.generation.grid_size, out_dir / "samples.png")
+    inception = inception_stage(job, settings, inception_path) if inception_path else None
+    per_draw = [fid_is_stage(job, settings, st, mine, inception) if inception else {} for st, mine in draws]
+    report = draws_report(seeds, [st for st, _ in draws], per_draw)
+    nll = nll_stage(job, settings.nll, out_dir, settings.progress) if settings.nll else None
+    if nll is not None:
+        report["metrics"][metric_name("nll_bpd", split=settings.nll.split)] = nll["bpd"]
+    record = inception.record() if inception else {}
+    protocol = protocol_record(job, settings, draws[0][0], record)
+    if len(seeds) > 1:
+        protocol["seeds"] = seeds
+    report.update(expected=expected_numbers(job), protocol=protocol, nll=nll)
+    if rank == 0:
+        info = {"output_dir": str(out_dir), "world_size": rank_and_world()[1], "timings": job.timings}
+        write_report(out_dir, report, {**info, "reference_cache_hits": record.get("cache_hits", {})})
+    return report
+
+
+__all__ = [
+    "Inception",
+    "draw_dir",
+    "evaluate_job",
+    "expected_numbers",
+    "fid_is_stage",
+    "generate_draws",
+    "generate_stage",
+    "inception_stage",
+    "inception_weights",
+    "nll_stage",
+    "save_grid",
+    "timed",
+]

@@ -1,0 +1,61 @@
+"""The one function that names every metric: ``{metric}[_{count}][_{tag}][_{split}][_{detail}]``.
+
+A name states the protocol of its number, so that numbers taken under different protocols never share a
+name: the number of images (FID of 10k samples is biased upwards against FID of 50k), the sampler when it
+is not the paper's (``ddim50``), the dataset split compared with, and a detail (IS splits, a std). E.g.
+``fid_50k_train`` (the paper's Table 1), ``fid_10k_ddim50_train`` (in-loop), ``is_50k_10splits``,
+``kid_10k_train_std``, ``nll_bpd_test``, ``digits_score_256``, ``class_accuracy_w3``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PAPER_STEPS = 1000  # the paper samples with every one of its T = 1000 steps
+
+
+def count_label(n: int) -> str:
+    """50000 -> '50k', 2500 -> '2.5k', 64 -> '64': the number of images in metric names."""
+    if n >= 1000 and n % 100 == 0:
+        return f"{n / 1000:g}k"
+    return str(n)
+
+
+def sampler_tag(sampler: Any) -> str:
+    """'' for the paper's sampler (ancestral, all 1000 steps); else e.g. 'ancestral100', 'ddim50'."""
+    from ddpm.sampling import AncestralSampler
+
+    steps = getattr(sampler, "num_steps", None)
+    if isinstance(sampler, AncestralSampler) and steps == PAPER_STEPS:
+        return ""
+    name = type(sampler).__name__.removesuffix("Sampler").lower()
+    return f"{name}{steps}" if steps is not None else name
+
+
+def splits_label(splits: int) -> str:
+    """'10splits', '1split': the IS split count in metric names."""
+    return f"{splits}split{'s' if splits > 1 else ''}"
+
+
+def scale_name(scale: float | None) -> str:
+    """'w0', 'w1', 'w3.5' ('none' for no guidance): a guidance scale in file and metric names."""
+    return "none" if scale is None else f"w{float(scale):g}"
+
+
+def metric_name(
+    metric: str, num: int | None = None, split: str | None = None, *, tag: str = "", detail: str = ""
+) -> str:
+    """``metric`` named with its protocol; each part is left out when not given.
+
+    :param metric: what is measured: ``fid``, ``is``, ``kid``, ``precision``, ``nll_bpd``, ...
+    :param num: the number of images it was taken from (written by :func:`count_label`).
+    :param split: the dataset split it was compared with or taken on (``train``, ``test``).
+    :param tag: the sampler and its steps (:func:`sampler_tag`; '' for the paper's sampler).
+    :param detail: what follows the split: the IS splits (:func:`splits_label`), ``std``, ...
+    :return: e.g. ``metric_name("fid", 10000, "train", tag="ddim50")`` -> ``fid_10k_ddim50_train``.
+    """
+    parts = (metric, count_label(num) if num is not None else "", tag, split or "", detail)
+    return "_".join(part for part in parts if part)
+
+
+__all__ = ["count_label", "metric_name", "sampler_tag", "scale_name", "splits_label"]

@@ -1,0 +1,352 @@
+"""Inception statistics of a dataset split, computed once and cached on disk.
+
+The cache file name and its stored key cover everything the statistics depend on: the dataset, the
+split, the image shape, the number of images, the SHA-256 of the Inception weights, the IS protocol
+and a fingerprint of the pixels of a few images (so a different data directory with the same name
+and size is not mistaken for the real one). A file whose key differs, that cannot be read, or whose
+checksum does not match its contents is rebuilt, never trusted. Writes go through the project's one
+atomic writer, so an interrupted write leaves no half-written cache.
+
+Under DDP every rank takes part: if any rank misses the cache, all ranks compute their share of the
+images and the sums are all-reduced; rank 0 writes the file.
+
+The pool-3 features themselves (float32 [n, 2048], for KID and precision/recall) are cached on request
+in a second file beside the statistics, ``<statistics name>-features.pt``, under the same key, from
+the same Inception pass. A statistics file written without features stays valid: only the features
+are computed and written then (the cached statistics are kept as they are). Both files are written and
+read by the one pair :func:`save_cached` / :func:`load_cached`, told apart by their :class:`CacheKind`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ddpm.diffusion.denoiser import split_batch
+from ddpm.io.atomic import atomic_save_torch
+from ddpm.metrics.features import accumulate
+from ddpm.metrics.statistics import (
+    DEFAULT_IS_SPLITS,
+    TORCH_FIDELITY_SHUFFLE_SEED,
+    InceptionStatistics,
+    statistics_for,
+)
+from ddpm.utils.distributed import any_rank, barrier, rank_and_world
+from ddpm.utils.fingerprint import data_fingerprint
+from ddpm.utils.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = "ddpm-reference-stats-v1"
+FEATURES_FORMAT = "ddpm-reference-features-v1"
+DATA_PROBES = 8  # images of a split whose pixels are part of its key
+
+
+@dataclass(frozen=True)
+class ReferenceKey:
+    """Everything reference statistics depend on; a change in any field is a cache miss."""
+
+    dataset: str
+    split: str
+    image_shape: tuple[int, int, int]
+    num_images: int
+    inception_sha256: str
+    data_fingerprint: str
+    is_splits: tuple[int, ...] = DEFAULT_IS_SPLITS
+    shuffle_seed: int | None = TORCH_FIDELITY_SHUFFLE_SEED
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["image_shape"] = list(self.image_shape)
+        out["is_splits"] = list(self.is_splits)
+        return out
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
+
+    def filename(self) -> str:
+        c, h, w = self.image_shape
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.dataset)
+        return f"{name}-{self.split}-{c}x{h}x{w}-n{self.num_images}-{self.digest()[:16]}.pt"
+
+    def features_filename(self) -> str:
+        return self.filename().removesuffix(".pt") + "-features.pt"
+
+
+@dataclass
+class ReferenceSet:
+    """A split's statistics, its key, whether it came from the cache, and (on request) its features.
+
+    Unpacks as ``stats, key, cache_hit``.
+    """
+
+    stats: InceptionStatistics
+    key: ReferenceKey
+    hit: bool
+    features: Tensor | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.stats, self.key, self.hit))
+
+
+def _checksum(tensors: Sequence[Tensor]) -> str:
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheKind:
+    """One kind of cache file: its format tag and payload field, how its value is stored (``encode``),
+    which tensors the checksum covers, and how a stored value is checked and rebuilt (``decode``, which
+    raises on anything invalid)."""
+
+    label: str
+    format: str
+    field: str
+    encode: Callable[[Any], Any]
+    tensors: Callable[[Any], Sequence[Tensor]]
+    decode: Callable[[Any, ReferenceKey], Any]
+
+
+def _decode_statistics(state: dict, key: ReferenceKey) -> InceptionStatistics:
+    stats = InceptionStatistics.from_state_dict(state)
+    if not all(bool(torch.isfinite(t).all()) for t in state["tensors"]):
+        raise ValueError("non-finite values")
+    stats.check_complete()
+    if stats.num != key.num_images:
+        raise ValueError(f"{stats.num} images instead of {key.num_images}")
+    return stats
+
+
+def _decode_features(features: Tensor, key: ReferenceKey) -> Tensor:
+    if features.dtype != torch.float32 or features.ndim != 2 or features.shape[0] != key.num_images:
+        raise ValueError(f"features of shape {tuple(features.shape)} for {key.num_images} images")
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError("non-finite values")
+    return features
+
+
+STATISTICS = CacheKind(
+    "statistics",
+    CACHE_FORMAT,
+    "stats",
+    encode=lambda stats: stats.state_dict(),
+    tensors=lambda state: state["tensors"],
+    decode=_decode_statistics,
+)
+FEATURES = CacheKind(
+    "features",
+    FEATURES_FORMAT,
+    "features",
+    encode=lambda features: features.detach().cpu().to(torch.float32).contiguous(),
+    tensors=lambda features: [features],
+    decode=_decode_features,
+)
+
+
+def save_cached(path: str | Path, kind: CacheKind, key: ReferenceKey, value: Any) -> Path:
+    """Write ``value`` (statistics or features, as ``kind`` says) with its key and checksum, atomically."""
+    stored = kind.encode(value)
+    payload = {
+        "format": kind.format,
+        "key": key.as_dict(),
+        kind.field: stored,
+        "checksum": _checksum(kind.tensors(stored)),
+    }
+    return atomic_save_torch(path, payload)
+
+
+def load_cached(path: str | Path, kind: CacheKind, key: ReferenceKey) -> Any | None:
+    """The cached value if the file exists, is intact and has exactly this key; else None."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format") != kind.format or payload.get("key") != key.as_dict():
+            log.warning("Reference %s %s belong to another key: recomputing them", kind.label, path)
+            return None
+        stored = payload[kind.field]
+        if _checksum(kind.tensors(stored)) != payload["checksum"]:
+            raise ValueError("checksum mismatch")
+        return kind.decode(stored, key)
+    except Exception as exc:  # truncated, garbage, tampered, wrong layout
+        log.warning(
+            "Reference %s %s are corrupt (%s: %s): recomputing them",
+            kind.label,
+            path,
+            type(exc).__name__,
+            exc,
+        )
+        return None
+
+
+def _indexed(batches: Iterable[Any], indices: Sequence[int]) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(global indices, images)`` of the data batches of the images ``indices``, in order."""
+    start = 0
+    for batch in batches:
+        images, _ = split_batch(batch)
+        yield torch.tensor(indices[start : start + images.shape[0]], dtype=torch.long), images
+        start += images.shape[0]
+
+
+def compute_statistics(
+    dataset: Dataset,
+    extractor: torch.nn.Module,
+    key: ReferenceKey,
+    *,
+    batch_size: int = 100,
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+    progress: bool = False,
+    keep_features: bool = False,
+) -> tuple[InceptionStatistics, Tensor | None]:
+    """Inception statistics of the images ``0..key.num_images-1`` of ``dataset`` under the key's IS
+    protocol, sharded over the ranks, and (``keep_features``) their float32 features [num_images, dim] on
+    every rank, from the same pass."""
+    rank, world = rank_and_world()
+    indices = list(range(rank, key.num_images, world))
+    loader = DataLoader(
+        Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
+    stats = statistics_for(extractor, key.num_images, key.is_splits, key.shuffle_seed, device)
+    what = "features" if keep_features else "statistics"
+    description = f"{key.dataset}/{key.split} {what}"
+    batches = progress_bar(loader, enabled=progress and rank == 0, description=description, total=len(loader))
+    features = accumulate(
+        stats,
+        extractor,
+        _indexed(batches, indices),
+        batch_size=batch_size,
+        device=device,
+        keep_features=keep_features,
+    )
+    return stats.reduced(), None if features is None else features.cpu()
+
+
+def _probes(dataset: Dataset, num_images: int) -> Iterator[Tensor]:
+    """``DATA_PROBES`` evenly spaced images [1, C, H, W] of the first ``num_images`` of ``dataset``."""
+    count = min(DATA_PROBES, num_images)
+    for k in range(count):
+        yield split_batch(dataset[(k * (num_images - 1)) // max(count - 1, 1)])[0][None]
+
+
+def reference_key(
+    dataset: Dataset,
+    dataset_name: str,
+    split: str,
+    extractor: torch.nn.Module,
+    *,
+    num_images: int | None,
+    protocol: tuple[Sequence[int], int | None] = (DEFAULT_IS_SPLITS, TORCH_FIDELITY_SHUFFLE_SEED),
+) -> ReferenceKey:
+    """The cache key of the first ``num_images`` (all: None) of a split; ``protocol``: (IS splits, seed)."""
+    total = len(dataset)  # type: ignore[arg-type]
+    num_images = total if num_images is None else int(num_images)
+    if not 2 <= num_images <= total:
+        raise ValueError(
+            f"{dataset_name}/{split} has {total} images; cannot use {num_images} as the reference"
+        )
+    return ReferenceKey(
+        dataset=dataset_name,
+        split=split,
+        image_shape=tuple(int(s) for s in split_batch(dataset[0])[0].shape),  # type: ignore[arg-type]
+        num_images=num_images,
+        inception_sha256=str(extractor.weights_sha256),
+        data_fingerprint=data_fingerprint(total, _probes(dataset, num_images)),
+        is_splits=tuple(int(s) for s in protocol[0]),
+        shuffle_seed=protocol[1],
+    )
+
+
+def _cached(key: ReferenceKey, cache_dir: str | Path | None, with_features: bool) -> ReferenceSet:
+    """What the cache holds for ``key``: statistics and features (None where missing or invalid)."""
+    if cache_dir is None:
+        return ReferenceSet(None, key, False)  # type: ignore[arg-type]
+    stats = load_cached(Path(cache_dir) / key.filename(), STATISTICS, key)
+    features = (
+        load_cached(Path(cache_dir) / key.features_filename(), FEATURES, key) if with_features else None
+    )
+    return ReferenceSet(stats, key, False, features)
+
+
+def reference_statistics(
+    dataset: Dataset,
+    dataset_name: str,
+    split: str,
+    extractor: torch.nn.Module,
+    cache_dir: str | Path | None,
+    num_images: int | None = None,
+    batch_size: int = 100,
+    device: torch.device | str = "cpu",
+    is_splits: Sequence[int] = DEFAULT_IS_SPLITS,
+    shuffle_seed: int | None = TORCH_FIDELITY_SHUFFLE_SEED,
+    num_workers: int = 0,
+    progress: bool = False,
+    with_features: bool = False,
+) -> ReferenceSet:
+    """Statistics of the first ``num_images`` (all by default) of a split, and with ``with_features``
+    their features: a :class:`ReferenceSet`, which unpacks as ``(stats, key, cache hit)``.
+
+    ``extractor`` must have a ``weights_sha256`` attribute (see
+    :class:`~ddpm.metrics.inception.InceptionFeatureExtractor`). With ``cache_dir=None`` nothing is
+    cached. Every rank must call this.
+    """
+    protocol = (is_splits, shuffle_seed)
+    key = reference_key(dataset, dataset_name, split, extractor, num_images=num_images, protocol=protocol)
+    cached = _cached(key, cache_dir, with_features)
+    stats_missing = any_rank(cached.stats is None, device)
+    if not stats_missing and not any_rank(with_features and cached.features is None, device):
+        log.info(
+            "Reference statistics of %s/%s (%d images) from %s",
+            dataset_name,
+            split,
+            key.num_images,
+            cache_dir,
+        )
+        return ReferenceSet(cached.stats, key, True, cached.features)
+    stats, features = compute_statistics(
+        dataset,
+        extractor,
+        key,
+        batch_size=batch_size,
+        device=device,
+        num_workers=num_workers,
+        progress=progress,
+        keep_features=with_features,
+    )
+    if cache_dir is not None and rank_and_world()[0] == 0:
+        if stats_missing:
+            save_cached(Path(cache_dir) / key.filename(), STATISTICS, key, stats)
+        if features is not None:
+            save_cached(Path(cache_dir) / key.features_filename(), FEATURES, key, features)
+        log.info("Cached reference statistics of %s/%s in %s", dataset_name, split, cache_dir)
+    barrier()
+    return ReferenceSet(stats if stats_missing else cached.stats, key, False, features)
+
+
+__all__ = [
+    "FEATURES",
+    "STATISTICS",
+    "CacheKind",
+    "ReferenceKey",
+    "ReferenceSet",
+    "compute_statistics",
+    "load_cached",
+    "reference_key",
+    "reference_statistics",
+    "save_cached",
+]
