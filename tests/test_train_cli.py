@@ -171,7 +171,7 @@ def test_cifar10_pipeline_on_fake_data(tmp_path):
 def test_missing_inception_weights_stop_the_in_loop_fid_at_start_up(tmp_path):
     """callbacks=eval_fid (on by default in the paper runs) looks the weights up before the first step."""
     missing = tmp_path / "nowhere" / "pt_inception-2015-12-05-6726825d.pth"
-    args = [*FAST, "callbacks=eval_fid", f"callbacks.fid.protocol.inception_weights={missing}"]
+    args = [*FAST, "callbacks=eval_fid", f"callbacks.fid.metrics.inception_weights={missing}"]
     result = run_cli(["ddpm-train", *args, f"paths.root_dir={tmp_path}"], cwd=tmp_path)
     assert result.returncode == 2
     line = _error_line(result)

@@ -82,8 +82,8 @@ def test_paper_runs_track_fid_in_the_loop_and_one_key_switches_it_off(tmp_path):
     for name in ("ddpm_cifar10", "ddpm_lsun_church", "table2_eps_vlb_fixed", "improved_ddpm_cifar10"):
         fid = compose_train([f"experiment={name}"], tmp_path).callbacks.fid
         assert fid._target_.endswith("FIDCallback") and fid.at_end and fid.sampler.steps == 100
-        assert fid.protocol.inception_weights is None  # the one FID/IS protocol config (metrics/fid_is)
+        assert fid.metrics.inception_weights is None  # the one FID/IS settings config (metrics/fid_is)
     lsun = compose_train(["experiment=ddpm_lsun_church"], tmp_path).callbacks.fid
-    assert list(lsun.protocol.reference_splits) == ["train"] and lsun.num_samples == 5000
+    assert list(lsun.metrics.reference_splits) == ["train"] and lsun.num_samples == 5000
     off = compose_train(["experiment=ddpm_cifar10", "callbacks=default"], tmp_path)
     assert "fid" not in off.callbacks and "model_checkpoint" in off.callbacks

@@ -121,7 +121,7 @@ def lightning(out: Path, inception_path: str, devices: int) -> None:
         every_n_steps=2,
         num_samples=NUM_SAMPLES,
         batch_size=2,
-        protocol=FIDSettings(
+        metrics=FIDSettings(
             reference_splits=("train", "test"),
             num_reference_images=4,
             inception_weights=inception_path,

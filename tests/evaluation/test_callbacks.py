@@ -55,7 +55,7 @@ def test_fid_callback_logs_protocol_named_metrics(tmp_path, stub_inception):
         every_n_steps=2,
         num_samples=10,
         batch_size=4,
-        protocol={"num_reference_images": 6, "cache_dir": tmp_path / "cache"},
+        metrics={"num_reference_images": 6, "cache_dir": tmp_path / "cache"},
     )
     trainer, module = _fit(tmp_path, [callback])
     names = {
@@ -86,7 +86,7 @@ def test_callbacks_show_progress_while_they_sample(tmp_path, stub_inception, mon
     monkeypatch.setattr(evaluation_callbacks, "progress_bar", recorded)
     monkeypatch.setattr(nll_module, "progress_bar", recorded)
     protocol = {"reference_splits": ("test",)}
-    fid_callback = FIDCallback(every_n_steps=0, num_samples=4, batch_size=2, protocol=protocol, at_end=True)
+    fid_callback = FIDCallback(every_n_steps=0, num_samples=4, batch_size=2, metrics=protocol, at_end=True)
     nll_callback = NLLCallback(every_n_steps=0, num_images=2, batch_size=2, at_end=True)
     _fit(tmp_path, [fid_callback, nll_callback], max_steps=1)
     shown = {bar.desc: (bar.n, bar.total) for bar, enabled in bars if enabled}
@@ -95,7 +95,7 @@ def test_callbacks_show_progress_while_they_sample(tmp_path, stub_inception, mon
 
 def test_callbacks_at_end_write_to_the_loggers(tmp_path, stub_inception):
     fid_callback = FIDCallback(
-        every_n_steps=0, num_samples=4, batch_size=4, protocol={"reference_splits": ("test",)}, at_end=True
+        every_n_steps=0, num_samples=4, batch_size=4, metrics={"reference_splits": ("test",)}, at_end=True
     )
     nll_callback = NLLCallback(
         every_n_steps=0, num_images=2, batch_size=2, at_end=True, output_dir=tmp_path / "nll"

@@ -51,8 +51,8 @@ class FIDCallback(PeriodicEMACallback):
     logs the same values (nothing runs on rank 0 only, so DDP cannot hang here). Names state the
     protocol: ``{prefix}fid_10k_train``, ``fid_10k_test``, ``is_10k_10splits``, ``is_10k_1split``,
     with the sampler in the name when it is not the paper's (``fid_10k_ddim50_train``). Reference
-    statistics are computed once and cached in ``protocol.cache_dir``. With ``protocol.kid`` /
-    ``protocol.precision_recall`` the same Inception pass also gives ``kid_10k_ddim50_train`` and
+    statistics are computed once and cached in ``metrics.cache_dir``. With ``metrics.kid`` /
+    ``metrics.precision_recall`` the same Inception pass also gives ``kid_10k_ddim50_train`` and
     ``precision_...`` / ``recall_...`` (the samples' features are gathered once, then freed; the
     reference features are cached like the statistics).
 
@@ -63,7 +63,7 @@ class FIDCallback(PeriodicEMACallback):
         batch_size: sampling batch size per rank.
         seed: base seed; the same samples' noise is reused at every evaluation.
         sampler: factory ``sampler(diffusion)`` (Hydra ``_partial_``); ancestral sampling by default.
-        protocol: the FID/IS settings (:class:`~ddpm.evaluation.fid_is.FIDSettings` or a mapping of its
+        metrics: the FID/IS settings (:class:`~ddpm.evaluation.fid_is.FIDSettings` or a mapping of its
             fields: the ``metrics/fid_is`` config shared with ``ddpm-eval``).
         at_end: also evaluate at the end of training.
         prefix: prefix of the logged names.
@@ -77,7 +77,7 @@ class FIDCallback(PeriodicEMACallback):
         batch_size: int = 250,
         seed: int = 0,
         sampler: SamplerFactory | None = None,
-        protocol: FIDSettings | Mapping[str, Any] | None = None,
+        metrics: FIDSettings | Mapping[str, Any] | None = None,
         at_end: bool = False,
         prefix: str = "eval/",
         show_progress: bool = True,
@@ -88,7 +88,7 @@ class FIDCallback(PeriodicEMACallback):
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.sampler_factory = sampler or AncestralSampler
-        self.protocol = protocol if isinstance(protocol, FIDSettings) else FIDSettings.from_mapping(protocol)
+        self.metrics = metrics if isinstance(metrics, FIDSettings) else FIDSettings.from_mapping(metrics)
         self.prefix = prefix
         self.last_metrics: dict[str, float] = {}
         self._extractor: torch.nn.Module | None = None
@@ -99,7 +99,7 @@ class FIDCallback(PeriodicEMACallback):
         if stage != "fit":
             return
         try:
-            resolve_inception_weights(self.protocol.inception_weights, self.protocol.allow_download)
+            resolve_inception_weights(self.metrics.inception_weights, self.metrics.allow_download)
         except InceptionWeightsError as exc:
             raise InceptionWeightsError(
                 f"{exc}; or train without the in-loop FID: callbacks=default"
@@ -110,7 +110,7 @@ class FIDCallback(PeriodicEMACallback):
             if trainer.datamodule is None:
                 raise RuntimeError("FIDCallback needs the Trainer's datamodule for the reference statistics")
             self._references[split] = reference_for(
-                trainer.datamodule, split, self._extractor, self.protocol, device=device
+                trainer.datamodule, split, self._extractor, self.metrics, device=device
             )
         return self._references[split]
 
@@ -120,7 +120,7 @@ class FIDCallback(PeriodicEMACallback):
         device = pl_module.device
         if self._extractor is None:
             self._extractor = load_inception(
-                self.protocol.inception_weights, device, self.protocol.allow_download
+                self.metrics.inception_weights, device, self.metrics.allow_download
             )
         rank, world = rank_and_world()
         indices = range(rank, self.num_samples, world)
@@ -135,19 +135,19 @@ class FIDCallback(PeriodicEMACallback):
         )
         label = f"FID samples (step {trainer.global_step})"
         batches = counted(batches, len(indices), self.show_progress and rank == 0, label)
-        return sample_statistics(self._extractor, batches, self.num_samples, self.protocol, device)
+        return sample_statistics(self._extractor, batches, self.num_samples, self.metrics, device)
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule, final: bool) -> dict[str, float]:
         sampler = self.sampler_factory(pl_module.diffusion)
         stats, features = self._sample_statistics(trainer, pl_module, sampler)
         num, tag = self.num_samples, sampler_tag(sampler)
         scores: dict[str, float] = {}
-        for split in self.protocol.reference_splits:
+        for split in self.metrics.reference_splits:
             reference = self._reference(trainer, split, pl_module.device)
             scores[metric_name("fid", num, split, tag=tag)] = fid_against(stats, reference.stats)
             if features is not None:
                 scores.update(
-                    feature_scores(features, reference.features, self.protocol, num=num, split=split, tag=tag)
+                    feature_scores(features, reference.features, self.metrics, num=num, split=split, tag=tag)
                 )
         del features
         scores.update(inception_scores(stats, num, tag=tag, std=False))

@@ -50,9 +50,9 @@ from ddpm.evaluation.datasets import split_dataset
 from ddpm.evaluation.fid_is import FIDSettings
 from ddpm.evaluation.generation import GenerationSettings
 from ddpm.evaluation.inception_check import check_inception, verdict_line
+from ddpm.evaluation.job import EvalJob, EvalSettings, draw_seeds
 from ddpm.evaluation.nll import NLLSettings
 from ddpm.evaluation.pipeline import evaluate_job, inception_weights
-from ddpm.evaluation.protocol import EvalJob, EvalSettings, draw_seeds
 from ddpm.evaluation.report import summary_lines
 from ddpm.io.atomic import atomic_write_json
 from ddpm.io.stored_config import instantiate_stored

@@ -1,4 +1,4 @@
-"""FID, Inception Score, KID and precision/recall of generated images: the protocol's settings and stages.
+"""FID, Inception Score, KID and precision/recall of generated images: their settings and stages.
 
 One Inception pass over the samples gives every metric: the float64 sums of FID and IS
 (:mod:`ddpm.metrics.statistics`) and, when KID or precision/recall are on, the pool-3 features
@@ -41,7 +41,7 @@ from ddpm.utils.fingerprint import fingerprint
 
 @dataclass(frozen=True)
 class FIDSettings:
-    """The Inception protocol: weights, reference splits, IS splits, batch size and the statistics cache."""
+    """The FID/IS/KID/PR settings: Inception weights, reference splits, IS splits, batch size, cache."""
 
     inception_weights: str | None = None
     allow_download: bool = True

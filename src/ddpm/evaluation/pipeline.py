@@ -1,6 +1,6 @@
 """``ddpm-eval``'s pipeline: every draw's samples, the grid, FID / IS / KID / PR, the NLL, and the report.
 
-:func:`evaluate_job` runs the stages of an :class:`~ddpm.evaluation.protocol.EvalJob` in order, each
+:func:`evaluate_job` runs the stages of an :class:`~ddpm.evaluation.job.EvalJob` in order, each
 resumable or cheap to redo, so that an interrupted evaluation rerun in the same directory gives the same
 report:
 
@@ -36,9 +36,9 @@ from ddpm.evaluation.fid_is import (
     stored_features,
 )
 from ddpm.evaluation.generation import GenerationSettings, generate_shards, read_images, sample_store
+from ddpm.evaluation.job import EvalJob, EvalSettings, describe_cond, protocol_record
 from ddpm.evaluation.nll import NLLSettings, dataset_nll_resumable
 from ddpm.evaluation.paper_numbers import dataset_family, paper_numbers
-from ddpm.evaluation.protocol import EvalJob, EvalSettings, describe_cond, protocol_record
 from ddpm.evaluation.report import draws_report, write_report
 from ddpm.io.shards import ShardStore
 from ddpm.metrics.inception import InceptionFeatureExtractor, resolve_inception_weights

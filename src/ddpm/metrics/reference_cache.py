@@ -1,7 +1,7 @@
 """Inception statistics of a dataset split, computed once and cached on disk.
 
 The cache file name and its stored key cover everything the statistics depend on: the dataset, the
-split, the image shape, the number of images, the SHA-256 of the Inception weights, the IS protocol
+split, the image shape, the number of images, the SHA-256 of the Inception weights, the IS settings
 and a fingerprint of the pixels of a few images (so a different data directory with the same name
 and size is not mistaken for the real one). A file whose key differs, that cannot be read, or whose
 checksum does not match its contents is rebuilt, never trusted. Writes go through the project's one
@@ -215,7 +215,7 @@ def compute_statistics(
     keep_features: bool = False,
 ) -> tuple[InceptionStatistics, Tensor | None]:
     """Inception statistics of the images ``0..key.num_images-1`` of ``dataset`` under the key's IS
-    protocol, sharded over the ranks, and (``keep_features``) their float32 features [num_images, dim] on
+    settings, sharded over the ranks, and (``keep_features``) their float32 features [num_images, dim] on
     every rank, from the same pass."""
     rank, world = rank_and_world()
     indices = list(range(rank, key.num_images, world))
@@ -251,9 +251,10 @@ def reference_key(
     extractor: torch.nn.Module,
     *,
     num_images: int | None,
-    protocol: tuple[Sequence[int], int | None] = (DEFAULT_IS_SPLITS, TORCH_FIDELITY_SHUFFLE_SEED),
+    is_settings: tuple[Sequence[int], int | None] = (DEFAULT_IS_SPLITS, TORCH_FIDELITY_SHUFFLE_SEED),
 ) -> ReferenceKey:
-    """The cache key of the first ``num_images`` (all: None) of a split; ``protocol``: (IS splits, seed)."""
+    """The cache key of the first ``num_images`` (all: None) of a split; ``is_settings``: (IS splits,
+    shuffle seed)."""
     total = len(dataset)  # type: ignore[arg-type]
     num_images = total if num_images is None else int(num_images)
     if not 2 <= num_images <= total:
@@ -267,8 +268,8 @@ def reference_key(
         num_images=num_images,
         inception_sha256=str(extractor.weights_sha256),
         data_fingerprint=data_fingerprint(total, _probes(dataset, num_images)),
-        is_splits=tuple(int(s) for s in protocol[0]),
-        shuffle_seed=protocol[1],
+        is_splits=tuple(int(s) for s in is_settings[0]),
+        shuffle_seed=is_settings[1],
     )
 
 
@@ -305,8 +306,9 @@ def reference_statistics(
     :class:`~ddpm.metrics.inception.InceptionFeatureExtractor`). With ``cache_dir=None`` nothing is
     cached. Every rank must call this.
     """
-    protocol = (is_splits, shuffle_seed)
-    key = reference_key(dataset, dataset_name, split, extractor, num_images=num_images, protocol=protocol)
+    key = reference_key(
+        dataset, dataset_name, split, extractor, num_images=num_images, is_settings=(is_splits, shuffle_seed)
+    )
     cached = _cached(key, cache_dir, with_features)
     stats_missing = any_rank(cached.stats is None, device)
     if not stats_missing and not any_rank(with_features and cached.features is None, device):

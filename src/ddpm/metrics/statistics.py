@@ -157,7 +157,7 @@ class SplitISStatistics:
         expected = torch.bincount(self.split_of.cpu(), minlength=self.splits).to(torch.float64)
         if not torch.equal(self.count.cpu(), expected):
             raise RuntimeError(
-                f"IS splits hold {self.count.tolist()} images but the protocol expects {expected.tolist()}: "
+                f"IS splits hold {self.count.tolist()} images but the settings expect {expected.tolist()}: "
                 "some images were skipped or counted twice"
             )
         q = self.p_sum / self.count[:, None]

@@ -120,7 +120,7 @@ def evaluation_names(node: DictConfig, cls: type) -> tuple[str, ...]:
         optional = {"kid": ("kid",), "precision_recall": ("precision", "recall")}
         kinds = ["fid", "is"]
         for flag, names in optional.items():
-            kinds += list(names) if select(node, f"protocol.{flag}") else []
+            kinds += list(names) if select(node, f"metrics.{flag}") else []
         return tuple(f"{prefix}{kind}_*" for kind in kinds)
     if issubclass(cls, NLLCallback):
         return (f"{prefix}nll_*",)

@@ -1,7 +1,7 @@
 """What a ``ddpm-eval`` evaluation is and what its numbers depend on: its settings, its job, its record.
 
-:class:`EvalSettings` says what to compute (the samples and their draws, FID / IS / KID / PR under the
-Inception protocol, the NLL); :class:`EvalJob` holds the model, its sampler, its conditioning and its data
+:class:`EvalSettings` says what to compute (the samples and their draws, FID / IS / KID / PR and their
+Inception settings, the NLL); :class:`EvalJob` holds the model, its sampler, its conditioning and its data
 on one device; :func:`protocol_record` writes down everything the numbers depend on, for ``report.json``.
 The stages that compute them: :mod:`ddpm.evaluation.pipeline`.
 
