@@ -106,7 +106,7 @@ def rms(a: Tensor, b: Tensor) -> float:
 
 # ---------------------------------------------------------------------- the sigma <-> t mapping
 def test_sigmas_levels_and_denoiser_follow_the_sigma_t_mapping():
-    sampler = HeunSampler(LINEAR, steps=12, clip_denoised=False)
+    sampler = HeunSampler(LINEAR, steps=12, clip_denoised=False, sigma_min=None, sigma_max=None)
     sigmas = numpy_sigmas()
     assert np.allclose(sampler.sigmas.numpy(), sigmas, rtol=1e-12)
     # EDM eq. 5 between the model's extreme sigmas, each rounded to the nearest discrete sigma
@@ -139,6 +139,23 @@ def test_karras_levels_collide_apart_clamp_and_validate():
         karras_timesteps(sigmas, 10, sigma_range=(5.0, 1.0))
     uniform = HeunSampler(LINEAR, steps=25, spacing="uniform")
     assert uniform.timesteps == DDIMSampler(LINEAR, steps=25).timesteps and uniform.num_steps == 49
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_the_default_range_is_edms_and_keeps_the_data_variance_on_both_schedules(schedule):
+    """EDM clamps sigma_max = 80 to the network's range. The cosine schedule's clipped last betas make its
+    largest sigma ~2e4 (642 at t=998): starting there puts 9 of 18 levels above 80 and triples the output
+    variance on the exact oracle; the default (EDM's range) stays within ~16 % of the data's on both."""
+    d = GaussianDiffusion(schedule)
+    oracle = make_oracle(d)
+    default = HeunSampler(d, clip_denoised=False)
+    edm = HeunSampler(d, steps=18, rho=7.0, sigma_min=0.002, sigma_max=80.0, clip_denoised=False)
+    assert default.timesteps == edm.timesteps and abs(float(default.sigmas[default.timesteps[-1]]) - 80) < 2
+    _, var = exact_moments(default, oracle)
+    assert ((var / oracle.std**2 - 1).abs() < 0.2).all()
+    _, own_var = exact_moments(HeunSampler(d, clip_denoised=False, sigma_min=None, sigma_max=None), oracle)
+    if schedule == "cosine":
+        assert float((own_var / oracle.std**2).max()) > 2.5  # the model's own range: why EDM's is the default
 
 
 # ---------------------------------------------------------------------- the algorithm itself
@@ -177,8 +194,8 @@ def test_network_calls_conditioning_and_the_timesteps_the_network_sees():
         )
         assert out.shape == (2, *oracle.shape) and len(seen) == sampler.num_steps == 17
         assert all(probe == [7, 8] for _, probe in seen)
-        visited = {ts[0] for ts, _ in seen}
-        assert visited == set(sampler.timesteps) | set(sampler.churn_timesteps)
+        visited = {ts[0] for ts, _ in seen}  # D at each level's sigma_hat, D' at the level below it
+        assert visited == set(sampler.churn_timesteps) | set(sampler.timesteps[:-1])
 
 
 def test_sample_from_mid_chain_and_the_trajectory():
@@ -193,7 +210,7 @@ def test_sample_from_mid_chain_and_the_trajectory():
     with pytest.raises(ConfigError, match="not on this sampler's chain"):
         sampler.sample_from(oracle, x, t_mid + 1)
     trajectory = Trajectory()
-    out = sampler.sample_from(oracle, x, T - 1, record_every=13, trajectory=trajectory)
+    out = sampler.sample_from(oracle, x, sampler.timesteps[-1], record_every=13, trajectory=trajectory)
     assert trajectory.timesteps == [sampler.timesteps[i] for i in (39, 26, 13, 0)]
     assert torch.equal(trajectory.x_t[-1], out)
     # the state after the step from level i is x_t (DDPM scale) at level i - 1: the ODE's, to its error
@@ -235,7 +252,7 @@ def test_churn_matches_the_target_distribution():
     for n in (20, 160):
         mean, var = exact_moments(HeunSampler(LINEAR, steps=n, **settings), oracle)
         fds[n] = oracle.frechet_distance(mean, var)
-    assert fds[160] < 1e-4 < 1e-2 < fds[20], fds  # the check fails with too few levels
+    assert fds[160] < 1e-4 < 5e-3 < fds[20], fds  # the check fails with too few levels
     assert torch.allclose(mean, oracle.mean, rtol=0, atol=1e-9)
     assert ((var / oracle.std**2 - 1).abs() < 0.02).all()
     n = 2000
@@ -270,5 +287,6 @@ def test_bad_settings_raise_config_errors():
     with pytest.raises(ConfigError, match="s_churn"):
         HeunSampler(LINEAR, s_churn=-1.0)
     with pytest.raises(ConfigError, match="noise source"):
-        HeunSampler(LINEAR, steps=5, s_churn=40.0).sample_from(make_oracle(LINEAR), x_top(2), T - 1)
+        churn = HeunSampler(LINEAR, steps=5, s_churn=40.0)
+        churn.sample_from(make_oracle(LINEAR), x_top(2), churn.timesteps[-1])
     assert isinstance(make_sampler("heun-churn", LINEAR), HeunSampler)

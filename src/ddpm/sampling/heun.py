@@ -17,7 +17,8 @@ those grid sigmas as EDM solves it between its rounded ``t_steps``.
 
 Step sigmas (``spacing``): ``karras`` (EDM eq. 5, :func:`ddpm.sampling.spacing.karras_timesteps`) puts N
 levels at (sigma_max^(1/rho) + i / (N - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho, rho = 7, between
-the model's largest and smallest sigma (or ``sigma_max`` / ``sigma_min``, clamped to them as EDM does),
+EDM's sigma_max = 80 and sigma_min = 0.002 clamped to the model's largest and smallest sigma (as EDM's
+``edm_sampler`` clamps them to the network's; ``None`` takes the model's own),
 rounded to the grid; collisions are pushed apart so the N levels are distinct. The DDPM spacings of
 :mod:`ddpm.sampling.spacing` (``uniform``, ``quadratic``, ``logsnr``, ``leading``) work as well.
 
@@ -31,7 +32,7 @@ Each level i = N-1 .. 0 (sigma_N := 0 after the last one):
 
 so N levels cost 2N - 1 network calls (the last step to sigma = 0 is Euler: x_0 = D(x; sigma_0)). With
 S_churn = 0 (the default) this is the deterministic Algorithm 1. The chain starts from x_T ~ N(0, I) at the
-top level like every other sampler (x_edm = x_T / sqrt(abar_T), variance 1 + sigma_max^2).
+top level like every other sampler (x_edm = x_t / sqrt(abar_t) at the top level t, variance 1 + sigma_t^2).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ from ddpm.sampling.noise import NoiseSource
 from ddpm.sampling.spacing import SPACINGS, chain_timesteps, karras_timesteps, nearest_timestep
 
 HEUN_SPACINGS: tuple[str, ...] = ("karras", *SPACINGS)
+# EDM's sampling range (edm_sampler: sigma_min=0.002, sigma_max=80), clamped to the network's sigmas
+EDM_SIGMA_MIN, EDM_SIGMA_MAX = 0.002, 80.0
 
 
 class HeunSampler(ChainSampler):
@@ -63,7 +66,9 @@ class HeunSampler(ChainSampler):
         clip_denoised: clip D to [-1, 1] like the other samplers (EDM does not clip).
         s_churn, s_tmin, s_tmax, s_noise: Algorithm 2's stochasticity (``s_tmax=None``: no upper bound);
             ``s_churn=0`` is deterministic.
-        sigma_min, sigma_max: the ``karras`` range (``None``: the model's smallest / largest sigma).
+        sigma_min, sigma_max: the ``karras`` range, clamped to the model's sigmas: EDM's 0.002 and 80 by
+            default (``None``: the model's smallest / largest sigma; the clipped last betas of a cosine
+            schedule put the model's largest far above 80, where the levels would be wasted).
     """
 
     label = "Heun"
@@ -80,8 +85,8 @@ class HeunSampler(ChainSampler):
         s_tmin: float = 0.0,
         s_tmax: float | None = None,
         s_noise: float = 1.0,
-        sigma_min: float | None = None,
-        sigma_max: float | None = None,
+        sigma_min: float | None = EDM_SIGMA_MIN,
+        sigma_max: float | None = EDM_SIGMA_MAX,
     ) -> None:
         if spacing not in HEUN_SPACINGS:
             raise ConfigError(f"unknown Heun spacing {spacing!r}: choose one of {', '.join(HEUN_SPACINGS)}")
