@@ -209,6 +209,8 @@ def test_kid_and_precision_recall_equal_torch_fidelity_on_the_same_features(
     )
     metrics, protocol = report["metrics"], report["protocol"]
     assert protocol["kid"]["subsets"] == 7 and protocol["precision_recall"] == {"k": 2}
+    # 6 samples and 4 reference images per split: subsets of m = 4, not the requested 1000, and it says so
+    assert protocol["kid"]["subset_size"] == 4 and protocol["kid"]["subset_size_requested"] == 1000
     generated = stored_sample_features(tmp_path / "out")
     assert generated.shape == (6, 2048) and generated.dtype == torch.float32
     for split in ("train", "test"):

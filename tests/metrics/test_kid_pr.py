@@ -31,9 +31,12 @@ def tf_prc(a, b, k=3):
 
 
 @pytest.mark.parametrize("subset_size", [50, 1000])  # 1000 > n: subsets of min(1000, n) features
-def test_kid_equals_torch_fidelity(subset_size):
+def test_kid_equals_torch_fidelity(subset_size, caplog):
     a, b = feature_sets()
-    mean, std = kid(a, b, subsets=15, subset_size=subset_size)
+    with caplog.at_level("WARNING", logger="ddpm.metrics.kid_pr"):
+        mean, std = kid(a, b, subsets=15, subset_size=subset_size)
+    # fewer features than the subset size: torch-fidelity refuses; here a warning names the m used
+    assert ("subsets of 200 features, fewer than kid_subset_size=1000" in caplog.text) == (subset_size > 200)
     ref_mean, ref_std = tf_kid(a, b, 15, min(subset_size, 200))
     assert mean == pytest.approx(ref_mean, rel=1e-5, abs=1e-7)  # torch-fidelity sums in float32
     assert std == pytest.approx(ref_std, rel=1e-4, abs=1e-7)

@@ -25,6 +25,7 @@ from ddpm.evaluation.fid_is import FIDSettings
 from ddpm.evaluation.generation import GenerationSettings
 from ddpm.evaluation.nll import NLLSettings
 from ddpm.io.shards import ShardStore
+from ddpm.metrics.kid_pr import kid_subset_size
 from ddpm.utils.fingerprint import describe_labels, describe_sampler, describe_tensor, module_digest
 from ddpm.weights.released import LoadedModel
 
@@ -135,7 +136,7 @@ def protocol_record(
         "is_shuffle_seed": settings.fid_is.is_shuffle_seed,
         "references": fid_is.get("references", {}),
         "device_type": job.device.type,
-        **_feature_protocol(settings.fid_is),
+        **_feature_protocol(settings.fid_is, settings.generation.num_samples, fid_is.get("references", {})),
         **_conditional_protocol(job),
     }
 
@@ -157,15 +158,26 @@ def _conditional_protocol(job: EvalJob) -> dict[str, Any]:
     }
 
 
-def _feature_protocol(settings: FIDSettings) -> dict[str, Any]:
-    """The KID / precision-recall settings, when those metrics are on (absent otherwise)."""
+def _feature_protocol(
+    settings: FIDSettings, num_samples: int, references: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The KID / precision-recall settings, when those metrics are on (absent otherwise). KID's
+    ``subset_size`` is the m its subsets had (per reference split when they differ): fewer samples or
+    reference images than ``kid_subset_size`` make it smaller (``subset_size_requested`` then says so)."""
     out: dict[str, Any] = {}
     if settings.kid:
-        kid = {
+        used = {
+            split: kid_subset_size(num_samples, ref["num_images"], settings.kid_subset_size)
+            for split, ref in references.items()
+        }
+        sizes = set(used.values()) or {kid_subset_size(num_samples, num_samples, settings.kid_subset_size)}
+        kid: dict[str, Any] = {
             "subsets": settings.kid_subsets,
-            "subset_size": settings.kid_subset_size,
+            "subset_size": sizes.pop() if len(sizes) == 1 else used,
             "seed": settings.kid_seed,
         }
+        if used and min(used.values()) < settings.kid_subset_size:
+            kid["subset_size_requested"] = settings.kid_subset_size
         out["kid"] = {**kid, "kernel": "polynomial, degree 3, gamma 1/dim, coef0 1", "estimator": "unbiased"}
     if settings.precision_recall:
         out["precision_recall"] = {"k": settings.pr_neighbours}

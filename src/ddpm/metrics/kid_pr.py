@@ -20,6 +20,7 @@ number is computed exactly as on one process.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import numpy as np
@@ -27,6 +28,8 @@ import torch
 from torch import Tensor
 
 from ddpm.utils.distributed import all_reduce_sum, rank_and_world
+
+log = logging.getLogger(__name__)
 
 TORCH_FIDELITY_KID_SEED = 2020
 
@@ -103,6 +106,11 @@ def mmd2_unbiased(x: Tensor, y: Tensor) -> Tensor:
     return within - 2.0 * k_xy.sum() / (m * m)
 
 
+def kid_subset_size(num_generated: int, num_real: int, subset_size: int) -> int:
+    """The m of every KID subset: ``min(subset_size, num_generated, num_real)``."""
+    return min(int(subset_size), int(num_generated), int(num_real))
+
+
 def kid(
     generated: Tensor,
     real: Tensor,
@@ -116,9 +124,15 @@ def kid(
     exactly as one process would. Every rank must call this.
     """
     n_1, n_2 = generated.shape[0], real.shape[0]
-    m = min(subset_size, n_1, n_2)
+    m = kid_subset_size(n_1, n_2, subset_size)
     if m < 2:
         raise ValueError(f"KID needs subsets of at least 2 features, got {n_1} and {n_2} features")
+    if m < subset_size:
+        log.warning(
+            "KID on subsets of %d features, fewer than kid_subset_size=%d (%d generated, %d real; "
+            "torch-fidelity refuses this): not comparable with KID at %d; the report records %d",
+            m, subset_size, n_1, n_2, subset_size, m,
+        )  # fmt: skip
     rank, world = rank_and_world()
     rng = np.random.RandomState(seed)
     mmds = torch.zeros(subsets, dtype=torch.float64, device=generated.device)
@@ -135,6 +149,7 @@ __all__ = [
     "TORCH_FIDELITY_KID_SEED",
     "fraction_in_balls",
     "kid",
+    "kid_subset_size",
     "knn_radii",
     "mmd2_unbiased",
     "precision_recall",
