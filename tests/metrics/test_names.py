@@ -1,8 +1,8 @@
 """Metric names: one function writes every name with its protocol (count, sampler, split, detail)."""
 
 from ddpm.diffusion import GaussianDiffusion
-from ddpm.metrics.names import count_label, metric_name, sampler_tag, scale_name, splits_label
-from ddpm.sampling import AncestralSampler
+from ddpm.metrics.names import count_label, metric_name, protocol_tag, sampler_tag, scale_name, splits_label
+from ddpm.sampling import AncestralSampler, DDIMSampler, with_guidance
 
 
 def test_sampler_tag_names_non_paper_samplers():
@@ -13,6 +13,20 @@ def test_sampler_tag_names_non_paper_samplers():
         num_steps = 50
 
     assert sampler_tag(DDIMSampler()) == "ddim50"
+
+
+def test_the_protocol_tag_is_empty_for_the_papers_protocol_only():
+    paper = GaussianDiffusion(var_type="fixed_large")
+    full = AncestralSampler(paper)
+    assert protocol_tag(full, var_type="fixed_large", paper_var_type="fixed_large") == ""
+    assert protocol_tag(AncestralSampler(paper, steps=250)) == "ancestral250"  # respaced
+    assert protocol_tag(DDIMSampler(paper, steps=50)) == "ddim50"
+    assert protocol_tag(full, raw_weights=True) == "raw"
+    assert protocol_tag(full, var_type="fixed_small", paper_var_type="fixed_large") == "fixedsmall"
+    assert protocol_tag(full, var_type="fixed_small") == ""  # no paper variance to differ from
+    guided = with_guidance(DDIMSampler(paper, steps=20), 3.0)
+    assert protocol_tag(guided) == "ddim20_w3"  # the guided sampler is named by the one it guides
+    assert protocol_tag(full, conditional=True) == "cond"
 
 
 def test_count_labels():

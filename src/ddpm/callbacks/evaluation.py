@@ -22,7 +22,7 @@ from ddpm.evaluation.fid_is import (
 )
 from ddpm.evaluation.generation import generate
 from ddpm.metrics.inception import InceptionWeightsError, load_inception, resolve_inception_weights
-from ddpm.metrics.names import metric_name, sampler_tag
+from ddpm.metrics.names import metric_name, protocol_tag
 from ddpm.metrics.reference_cache import ReferenceSet
 from ddpm.metrics.statistics import InceptionStatistics
 from ddpm.sampling import AncestralSampler
@@ -140,7 +140,7 @@ class FIDCallback(PeriodicEMACallback):
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule, final: bool) -> dict[str, float]:
         sampler = self.sampler_factory(pl_module.diffusion)
         stats, features = self._sample_statistics(trainer, pl_module, sampler)
-        num, tag = self.num_samples, sampler_tag(sampler)
+        num, tag = self.num_samples, protocol_tag(sampler, var_type=pl_module.diffusion.var_type)
         scores: dict[str, float] = {}
         for split in self.metrics.reference_splits:
             reference = self._reference(trainer, split, pl_module.device)

@@ -48,6 +48,16 @@ CHECK_TOLERANCE: dict[str, float] = {
 }
 
 
+# The paper's reverse variance per dataset: sigma_t^2 = beta_t for CIFAR-10, the posterior's beta~_t for LSUN
+PAPER_VAR_TYPE: dict[str, str] = {
+    "cifar10": "fixed_large",
+    "lsun_church": "fixed_small",
+    "lsun_bedroom": "fixed_small",
+    "lsun_cat": "fixed_small",
+}
+PAPER_NUM_SAMPLES = 50_000
+
+
 def dataset_family(name: str | None) -> str | None:
     """``cifar10`` / ``lsun_church`` / ... from a dataset name (``cifar10``, ``lsun-church_outdoor-256``)."""
     lowered = (name or "").lower()
@@ -64,4 +74,13 @@ def paper_numbers(family: str | None) -> dict[str, float]:
     return dict(PAPER.get(family or "", {}))
 
 
-__all__ = ["CHECK_TOLERANCE", "INCEPTION_CHECK", "PAPER", "TABLE2", "dataset_family", "paper_numbers"]
+__all__ = [
+    "CHECK_TOLERANCE",
+    "INCEPTION_CHECK",
+    "PAPER",
+    "PAPER_NUM_SAMPLES",
+    "PAPER_VAR_TYPE",
+    "TABLE2",
+    "dataset_family",
+    "paper_numbers",
+]

@@ -38,11 +38,11 @@ from ddpm.evaluation.fid_is import (
 from ddpm.evaluation.generation import GenerationSettings, generate_shards, read_images, sample_store
 from ddpm.evaluation.job import EvalJob, EvalSettings, describe_cond, protocol_record
 from ddpm.evaluation.nll import NLLSettings, dataset_nll_resumable
-from ddpm.evaluation.paper_numbers import dataset_family, paper_numbers
+from ddpm.evaluation.paper_numbers import PAPER_NUM_SAMPLES, PAPER_VAR_TYPE, dataset_family, paper_numbers
 from ddpm.evaluation.report import draws_report, write_report
 from ddpm.io.shards import ShardStore
 from ddpm.metrics.inception import InceptionFeatureExtractor, resolve_inception_weights
-from ddpm.metrics.names import metric_name
+from ddpm.metrics.names import metric_name, protocol_tag
 from ddpm.metrics.reference_cache import ReferenceSet
 from ddpm.utils.distributed import barrier, rank_and_world
 from ddpm.utils.fingerprint import describe_sampler, fingerprint
@@ -165,17 +165,19 @@ def fid_is_stage(
     from one (resumable) Inception pass over the sample shards."""
     with timed(job, "sample_features_s"):
         stats, features = store_statistics(inception.extractor, store, shards, settings.fid_is, job.device)
-    num = settings.generation.num_samples
-    metrics = inception_scores(stats, num) if settings.inception_score else {}
+    num, tag = settings.generation.num_samples, job_protocol_tag(job)
+    metrics = inception_scores(stats, num, tag=tag) if settings.inception_score else {}
     generated = None
     if settings.fid_is.needs_features and inception.references:
         generated = stored_features(features).to(job.device)
     for split, reference in inception.references.items():
         if settings.fid:
-            metrics[metric_name("fid", num, split)] = fid_against(stats, reference.stats)
+            metrics[metric_name("fid", num, split, tag=tag)] = fid_against(stats, reference.stats)
         if generated is not None:
             with timed(job, "kid_pr_s"):
-                scores = feature_scores(generated, reference.features, settings.fid_is, num=num, split=split)
+                scores = feature_scores(
+                    generated, reference.features, settings.fid_is, num=num, split=split, tag=tag
+                )
                 metrics.update(scores)
     return metrics
 
@@ -207,12 +209,32 @@ def nll_stage(job: EvalJob, settings: NLLSettings, out_dir: Path, progress: bool
     return stats.summary()
 
 
-def expected_numbers(job: EvalJob) -> dict[str, float]:
-    """The published numbers of the job's dataset: the named preset's, else the data module's."""
+def job_family(job: EvalJob) -> str | None:
+    """The dataset family (``cifar10``, ``lsun_church``, ...) of the named preset, else of the data module."""
     preset = get_preset(job.pretrained)
     if preset is not None:
-        return paper_numbers(dataset_family(preset.data))
-    return paper_numbers(dataset_family(describe_datamodule(job.datamodule)) if job.datamodule else None)
+        return dataset_family(preset.data)
+    return dataset_family(describe_datamodule(job.datamodule)) if job.datamodule is not None else None
+
+
+def job_protocol_tag(job: EvalJob) -> str:
+    """What in the job's sampling differs from the paper's protocol ('' where nothing does): the tag in the
+    names of its metrics (:func:`~ddpm.metrics.names.protocol_tag`)."""
+    return protocol_tag(
+        job.sampler,
+        raw_weights=job.loaded.weights == "raw",
+        var_type=job.diffusion.var_type,
+        paper_var_type=PAPER_VAR_TYPE.get(job_family(job) or ""),
+        conditional=bool(job.cond),
+    )
+
+
+def expected_numbers(job: EvalJob, settings: EvalSettings) -> dict[str, float]:
+    """The published numbers of the job's dataset, only under the paper's protocol (50k samples, EMA
+    weights, every ancestral step, the paper's variance): other protocols' numbers are not comparable."""
+    if job_protocol_tag(job) or settings.generation.num_samples != PAPER_NUM_SAMPLES:
+        return {}
+    return paper_numbers(job_family(job))
 
 
 def evaluate_job(
@@ -238,7 +260,7 @@ def evaluate_job(
     protocol = protocol_record(job, settings, draws[0][0], record)
     if len(seeds) > 1:
         protocol["seeds"] = seeds
-    report.update(expected=expected_numbers(job), protocol=protocol, nll=nll)
+    report.update(expected=expected_numbers(job, settings), protocol=protocol, nll=nll)
     if rank == 0:
         info = {"output_dir": str(out_dir), "world_size": rank_and_world()[1], "timings": job.timings}
         write_report(out_dir, report, {**info, "reference_cache_hits": record.get("cache_hits", {})})
@@ -255,6 +277,8 @@ __all__ = [
     "generate_stage",
     "inception_stage",
     "inception_weights",
+    "job_family",
+    "job_protocol_tag",
     "nll_stage",
     "save_grid",
     "timed",

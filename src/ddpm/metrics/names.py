@@ -1,10 +1,12 @@
 """The one function that names every metric: ``{metric}[_{count}][_{tag}][_{split}][_{detail}]``.
 
 A name states the protocol of its number, so that numbers taken under different protocols never share a
-name: the number of images (FID of 10k samples is biased upwards against FID of 50k), the sampler when it
-is not the paper's (``ddim50``), the dataset split compared with, and a detail (IS splits, a std). E.g.
-``fid_50k_train`` (the paper's Table 1), ``fid_10k_ddim50_train`` (in-loop), ``is_50k_10splits``,
-``kid_10k_train_std``, ``nll_bpd_test``, ``digits_score_256``, ``class_accuracy_w3``.
+name: the number of images (FID of 10k samples is biased upwards against FID of 50k), what differs from the
+paper's sampling protocol (:func:`protocol_tag`: the sampler and its steps ``ddim50``, raw weights, another
+variance, guidance), the dataset split compared with, and a detail (IS splits, a std). E.g.
+``fid_50k_train`` (the paper's Table 1: its protocol only), ``fid_50k_ddim50_train``,
+``fid_10k_ddim100_train`` (in-loop), ``is_50k_10splits``, ``kid_10k_train_std``, ``nll_bpd_test``,
+``digits_score_256``, ``class_accuracy_w3``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,30 @@ def sampler_tag(sampler: Any) -> str:
     return f"{name}{steps}" if steps is not None else name
 
 
+def protocol_tag(
+    sampler: Any,
+    *,
+    raw_weights: bool = False,
+    var_type: str | None = None,
+    paper_var_type: str | None = None,
+    conditional: bool = False,
+) -> str:
+    """'' for the paper's sampling protocol (EMA weights, every step of ancestral sampling, the paper's
+    variance for the dataset, unconditional); else what differs, e.g. 'ddim50', 'raw', 'fixedsmall',
+    'ancestral100_w3' ('w3': guidance scale 3, 'cond': class-conditional without guidance)."""
+    inner = getattr(sampler, "sampler", sampler)  # a guided sampler names the sampler it guides
+    parts = [sampler_tag(inner)]
+    if var_type and paper_var_type and var_type != paper_var_type:
+        parts.append(var_type.replace("_", ""))
+    if raw_weights:
+        parts.append("raw")
+    if hasattr(sampler, "guidance_scale"):
+        parts.append(scale_name(sampler.guidance_scale))
+    elif conditional:
+        parts.append("cond")
+    return "_".join(part for part in parts if part)
+
+
 def splits_label(splits: int) -> str:
     """'10splits', '1split': the IS split count in metric names."""
     return f"{splits}split{'s' if splits > 1 else ''}"
@@ -50,7 +76,7 @@ def metric_name(
     :param metric: what is measured: ``fid``, ``is``, ``kid``, ``precision``, ``nll_bpd``, ...
     :param num: the number of images it was taken from (written by :func:`count_label`).
     :param split: the dataset split it was compared with or taken on (``train``, ``test``).
-    :param tag: the sampler and its steps (:func:`sampler_tag`; '' for the paper's sampler).
+    :param tag: what differs from the paper's protocol (:func:`protocol_tag`; '' for the paper's).
     :param detail: what follows the split: the IS splits (:func:`splits_label`), ``std``, ...
     :return: e.g. ``metric_name("fid", 10000, "train", tag="ddim50")`` -> ``fid_10k_ddim50_train``.
     """
@@ -58,4 +84,4 @@ def metric_name(
     return "_".join(part for part in parts if part)
 
 
-__all__ = ["count_label", "metric_name", "sampler_tag", "scale_name", "splits_label"]
+__all__ = ["count_label", "metric_name", "protocol_tag", "sampler_tag", "scale_name", "splits_label"]
