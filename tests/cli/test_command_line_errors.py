@@ -68,7 +68,8 @@ def test_a_command_line_mistake_is_one_line_naming_the_fix(
 
 
 def test_an_evaluation_with_nothing_to_compute_is_refused_before_sampling(monkeypatch, capsys, tmp_path):
-    args = ["ckpt_path=missing.ckpt", "metrics.fid=false", "metrics.inception_score=false"]
+    off = ["metrics.fid=false", "metrics.inception_score=false", "metrics.digits_score=false"]
+    args = ["ckpt_path=missing.ckpt", *off]
     line = _run_main("ddpm-eval", args, monkeypatch, capsys, tmp_path)
     assert "nothing to compute" in line and "metrics.fid=true" in line
     assert not list(tmp_path.rglob("samples_*.npz"))

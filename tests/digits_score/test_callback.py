@@ -26,12 +26,13 @@ def test_score_is_printed_logged_and_written_at_the_end(tmp_path, capsys):
     )
     train(cfg)
     printed = capsys.readouterr().out
-    assert "Digits score of 6 EMA samples" in printed and "real digits" in printed
+    assert "Digits score of 6 EMA samples" in printed and "6 held-out real digits" in printed
     written = json.loads((out / "score.json").read_text())
     assert written["step"] == 2 and written["samples"]["num_images"] == 6
     assert 1.0 <= written["samples"]["score"] <= 10.0
-    assert written["real_digits"]["score"] > written["samples"]["score"]  # two steps of training
-    assert written["real_digits"]["frechet"] < written["samples"]["frechet"]
+    assert written["held_out_digits"]["score"] > written["samples"]["score"]  # two steps of training
+    assert written["held_out_digits"]["frechet"] < written["samples"]["frechet"]
+    assert written["held_out_digits"]["num_images"] == written["samples"]["num_images"] == 6
 
 
 def test_8x8_digits_are_scored_and_colour_images_refused_in_one_line(tmp_path, capsys):

@@ -33,8 +33,18 @@ def test_noise_and_blank_images_score_low():
     assert min(noise.frechet, blank.frechet) > 50 * real.frechet
 
 
-def test_frechet_of_the_real_set_to_itself_is_zero():
-    assert abs(ds.digits_score(load_digit_images()).frechet) < 1e-6
+def test_frechet_is_to_the_training_digits_and_the_baseline_is_held_out(splits):
+    train_x, _, val_x, _ = splits
+    assert abs(ds.digits_score(train_x).frechet) < 1e-6  # the reference itself
+    held_out = ds.held_out_digits()
+    assert (
+        torch.equal(held_out, val_x)
+        and held_out.shape[0] == 180
+        and torch.equal(ds.held_out_digits(7), val_x[:7])
+    )
+    # a subset of the reference is far closer to it than fresh digits are: why the baseline is held out
+    inside = ds.digits_score(train_x[:: len(train_x) // 180][:180]).frechet
+    assert ds.digits_score(held_out).frechet > 2 * inside
 
 
 # dead ReLU features make the covariances singular; sqrtm warns but its trace is still exact enough
@@ -47,7 +57,7 @@ def test_score_and_frechet_equal_numpy_scipy():
     net = ds.digits_classifier()
     with torch.no_grad():
         feats = net.features(images).double().numpy()
-        real = net.features(load_digit_images()).double().numpy()
+        real = net.features(ds.digit_splits()[0]).double().numpy()  # the training digits
         probs = net(images).softmax(dim=1).double().numpy()
     marginal = probs.mean(axis=0)
     kl = np.array([scipy.stats.entropy(p, marginal) for p in probs])

@@ -104,6 +104,10 @@ def test_interrupted_evaluation_resumes_to_the_identical_report(
         "fid_6_ancestral10_test",
         "is_6_ancestral10_1split",
         "nll_bpd_test",
+        # a model of the digits: its digits score too (metrics.digits_score=auto)
+        "digits_score_6_ancestral10",
+        "digits_frechet_6_ancestral10",
+        "digits_confidence_6_ancestral10",
     }  # 10 splits need >= 10
     assert report["expected"] == {}  # no paper number beside another protocol's
     assert all(isinstance(v, float) and v == v for v in metrics.values())
@@ -293,3 +297,29 @@ def test_overlapping_seed_ranges_are_refused(tmp_path, checkpoint, inception_pat
     overrides = [*eval_overrides(checkpoint, inception_path, tmp_path / "cache"), "seeds=[0,3]"]
     with pytest.raises(ConfigError, match="overlap"):
         run_eval(overrides, tmp_path / "out")
+
+
+def test_a_model_of_the_digits_gets_the_digits_score_beside_the_held_out_digits(tmp_path, checkpoint, capsys):
+    """No Inception needed: FID and IS off, the digits score of the samples is what ddpm-eval computes
+    (metrics.digits_score=auto: the checkpoint's data is the digits), with the held-out baseline."""
+    overrides = [
+        f"ckpt_path={checkpoint}",
+        "device=cpu",
+        "progress=false",
+        "generation.num_samples=6",
+        "generation.shard_size=3",
+        "metrics.fid=false",
+        "metrics.inception_score=false",
+    ]
+    report = run_eval(overrides, tmp_path / "out")
+    names = {"digits_score_6_ancestral10", "digits_frechet_6_ancestral10", "digits_confidence_6_ancestral10"}
+    assert set(report["metrics"]) == names
+    baseline = report["reference"]["held_out_digits"]
+    assert baseline["num_images"] == 6 and baseline["score"] > report["metrics"]["digits_score_6_ancestral10"]
+    assert "held-out real digits (6)" in capsys.readouterr().out
+    # the same command on a model of other data has nothing to compute: refused before any sampling
+    other = tmp_path / "folder.ckpt"
+    write_lightning_checkpoint(other, tmp_path / "other", ["data=image_folder", f"data.path={tmp_path}"])
+    with pytest.raises(ConfigError, match="nothing to compute"):
+        run_eval([f"ckpt_path={other}", *overrides[1:]], tmp_path / "refused")
+    assert not list((tmp_path / "refused").rglob("samples_*.npz"))

@@ -87,16 +87,42 @@ def eval_settings(cfg: DictConfig) -> EvalSettings:
         fid=bool(m.fid),
         inception_score=bool(m.inception_score),
         progress=bool(cfg.progress),
+        digits_score=m.get("digits_score", "auto") is True,  # auto: decided by the model's data (prepare)
     )
-    if not (settings.needs_inception or settings.nll):  # refused before hours of sampling
-        raise ConfigError(
-            "nothing to compute: metrics.fid, metrics.inception_score, metrics.kid, metrics.precision_recall "
-            "and metrics.nll.enabled are all false: enable one (e.g. metrics.fid=true), or draw samples "
-            "alone with ddpm-sample"
-        )
+    if m.get("digits_score", "auto") != "auto":
+        check_something_to_compute(settings)  # refused before hours of sampling
     num_draws = int(cfg.get("num_draws") or 1)
     seeds = draw_seeds(generation.seed, generation.num_samples, num_draws, cfg.get("seeds"))
     return dataclasses.replace(settings, seeds=tuple(seeds))
+
+
+def check_something_to_compute(settings: EvalSettings) -> None:
+    """An evaluation whose metrics are all off is refused (before any sampling)."""
+    if not settings.computes_anything:
+        raise ConfigError(
+            "nothing to compute: metrics.fid, metrics.inception_score, metrics.kid, "
+            "metrics.precision_recall, metrics.nll.enabled and metrics.digits_score are all off: enable one "
+            "(e.g. metrics.fid=true), or draw samples alone with ddpm-sample"
+        )
+
+
+def data_target(cfg: DictConfig, loaded: LoadedModel | None) -> str:
+    """The data module class the evaluation's data config names (the command line's, else the stored one)."""
+    if cfg.get("data") is not None:
+        return str(cfg.data.get("_target_", ""))
+    stored = (loaded.config or {}).get("data") if loaded is not None else None
+    return str(stored.get("_target_", "")) if isinstance(stored, dict) else ""
+
+
+def with_digits_score(cfg: DictConfig, settings: EvalSettings, loaded: LoadedModel) -> EvalSettings:
+    """``metrics.digits_score=auto``: on for a model of the digits; then an evaluation with nothing to
+    compute is refused (before any sampling)."""
+    if cfg.metrics.get("digits_score", "auto") != "auto":
+        return settings
+    digits = data_target(cfg, loaded).endswith("DigitsDataModule")
+    settings = dataclasses.replace(settings, digits_score=digits)
+    check_something_to_compute(settings)
+    return settings
 
 
 def _images_only(data: Any) -> DictConfig:
@@ -175,6 +201,12 @@ def print_summary(job: EvalJob, report: dict[str, Any], out_dir: Path) -> None:
     lines = summary_lines(report["metrics"], report["expected"], report.get("metrics_std"))
     if "draws" in report:
         title += f" mean +- std over {len(report['draws'])} draws (seeds {report['protocol']['seeds']})"
+    held_out = report.get("reference", {}).get("held_out_digits")
+    if held_out is not None:
+        lines.append(
+            f"  held-out real digits ({held_out['num_images']}): digits score {held_out['score']:.4f}, "
+            f"Fréchet {held_out['frechet']:.4f} (the baseline at the same N, up to 180)"
+        )
     print("\n".join([title, *lines]))
     print(f"Report: {out_dir / 'report.json'}")
 
@@ -185,6 +217,7 @@ def run_evaluation(cfg: DictConfig, device: torch.device, out_dir: Path) -> dict
     settings = eval_settings(cfg)
     inception_path = inception_weights(settings)  # a missing file fails now, before the sampling
     job = prepare(cfg, settings, device)
+    settings = with_digits_score(cfg, settings, job.loaded)
     loggers = start_wandb(cfg.get("logger"), out_dir) if rank_and_world()[0] == 0 else []
     report = evaluate_job(job, settings, out_dir, inception_path)
     print_summary(job, report, out_dir)

@@ -20,7 +20,7 @@ from ddpm.digits_score.classifier import (
     predict_proba,
     train_classifier,
 )
-from ddpm.digits_score.score import DigitsScore, class_accuracy, digits_score, real_digits
+from ddpm.digits_score.score import DigitsScore, class_accuracy, digits_score, held_out_digits
 
 __all__ = [
     "DigitsClassifier",
@@ -30,8 +30,8 @@ __all__ = [
     "digit_splits",
     "digits_classifier",
     "digits_score",
+    "held_out_digits",
     "predict",
     "predict_proba",
-    "real_digits",
     "train_classifier",
 ]

@@ -2,8 +2,8 @@
 
 The digits score (:mod:`ddpm.digits_score.score`) classifies samples with a small CNN of the real digits:
 an Inception-Score analogue (1..10), the classifier's confidence and class balance, and a Fréchet distance
-on its features against the real digits. The same numbers for as many real digits are printed beside
-them, so a newcomer sees how far the model is from the data.
+on its features against the training digits. The same numbers for as many held-out digits (up to the 180
+of the validation split) are printed beside them, so a newcomer sees how far the model is from the data.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class DigitsScoreCallback(PeriodicEMACallback):
 
     Args:
         num_samples: images scored (>= 2; the Fréchet distance of N images is biased upwards at small N,
-            so compare scores at the same N).
+            so compare scores at the same N: the held-out baseline has min(N, 180) images).
         sampler: a factory ``sampler(diffusion)``; DPM-Solver++(2M) with 20 steps by default.
         seed: first per-sample seed.
         batch_size: images per network call.
@@ -81,13 +81,13 @@ class DigitsScoreCallback(PeriodicEMACallback):
         return torch.cat([images for _, images in batches])
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule, final: bool) -> dict | None:
-        from ddpm.digits_score.score import digits_score, real_digits
+        from ddpm.digits_score.score import digits_score, held_out_digits
 
         if trainer.global_rank != 0:
             return None
         model = digits_score(self.samples(pl_module)).as_dict()
-        real = digits_score(real_digits(self.num_samples)).as_dict()
-        self.result = {"step": trainer.global_step, "samples": model, "real_digits": real}
+        real = digits_score(held_out_digits(self.num_samples)).as_dict()
+        self.result = {"step": trainer.global_step, "samples": model, "held_out_digits": real}
         n = self.num_samples
         keys = ("score", "frechet", "confidence")
         metrics = {f"eval/{metric_name(f'digits_{key}', n)}": float(model[key]) for key in keys}
@@ -95,10 +95,11 @@ class DigitsScoreCallback(PeriodicEMACallback):
         if self.output_path is not None:
             atomic_write_json(self.output_path, self.result)
         if final:
+            m = real["num_images"]
             print(
                 f"Digits score of {n} EMA samples (1 to 10, higher is better): {model['score']:.2f} "
-                f"(real digits: {real['score']:.2f}); Fréchet distance to the real digits: "
-                f"{model['frechet']:.1f} (real digits: {real['frechet']:.1f}; lower is better)"
+                f"({m} held-out real digits: {real['score']:.2f}); Fréchet distance to the training digits: "
+                f"{model['frechet']:.1f} (held-out digits: {real['frechet']:.1f}; lower is better)"
             )
         return self.result
 

@@ -60,10 +60,15 @@ class EvalSettings:
     inception_score: bool = True
     progress: bool = True
     seeds: tuple[int, ...] = ()
+    digits_score: bool = False  # the digits score of the samples (a model of the digits)
 
     @property
     def needs_inception(self) -> bool:
         return self.fid or self.inception_score or self.fid_is.needs_features
+
+    @property
+    def computes_anything(self) -> bool:
+        return self.needs_inception or self.nll is not None or self.digits_score
 
     @property
     def needs_references(self) -> bool:

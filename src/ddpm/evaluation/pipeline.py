@@ -182,6 +182,30 @@ def fid_is_stage(
     return metrics
 
 
+DIGITS_KEYS = ("score", "frechet", "confidence")  # the digits score's numbers in ddpm-eval's report
+
+
+def digits_stage(job: EvalJob, store: ShardStore) -> dict[str, float]:
+    """The digits score of one draw's samples (a model of the digits; no Inception needed), on rank 0:
+    ``digits_score_{n}[_{tag}]``, ``digits_frechet_...`` and ``digits_confidence_...``."""
+    from ddpm.digits_score.score import digits_score
+
+    if rank_and_world()[0] != 0:
+        return {}
+    images = torch.cat([x for _, x in read_images(store, range(store.num_shards))]).float() / 127.5 - 1.0
+    score, tag = digits_score(images), job_protocol_tag(job)
+    num = score.num_images
+    return {metric_name(f"digits_{key}", num, tag=tag): float(getattr(score, key)) for key in DIGITS_KEYS}
+
+
+def held_out_baseline(num: int) -> dict[str, Any]:
+    """The digits score of as many held-out digits (at most the 180 of the validation split): the
+    baseline beside a model's (``report["reference"]``)."""
+    from ddpm.digits_score.score import digits_score, held_out_digits
+
+    return {"held_out_digits": digits_score(held_out_digits(num)).as_dict()}
+
+
 def nll_stage(job: EvalJob, settings: NLLSettings, out_dir: Path, progress: bool) -> dict[str, Any]:
     """The full variational bound on a split (resumable shards in ``out_dir/nll``): its summary."""
     key = fingerprint(
@@ -251,7 +275,13 @@ def evaluate_job(
     if rank == 0:
         save_grid(draws[0][0], settings.generation.grid_size, out_dir / "samples.png")
     inception = inception_stage(job, settings, inception_path) if inception_path else None
-    per_draw = [fid_is_stage(job, settings, st, mine, inception) if inception else {} for st, mine in draws]
+    per_draw = [
+        {
+            **(fid_is_stage(job, settings, st, mine, inception) if inception else {}),
+            **(digits_stage(job, st) if settings.digits_score else {}),
+        }
+        for st, mine in draws
+    ]
     report = draws_report(seeds, [st for st, _ in draws], per_draw)
     nll = nll_stage(job, settings.nll, out_dir, settings.progress) if settings.nll else None
     if nll is not None:
@@ -261,6 +291,8 @@ def evaluate_job(
     if len(seeds) > 1:
         protocol["seeds"] = seeds
     report.update(expected=expected_numbers(job, settings), protocol=protocol, nll=nll)
+    if settings.digits_score and rank == 0:
+        report["reference"] = held_out_baseline(settings.generation.num_samples)
     if rank == 0:
         info = {"output_dir": str(out_dir), "world_size": rank_and_world()[1], "timings": job.timings}
         write_report(out_dir, report, {**info, "reference_cache_hits": record.get("cache_hits", {})})
@@ -269,12 +301,14 @@ def evaluate_job(
 
 __all__ = [
     "Inception",
+    "digits_stage",
     "draw_dir",
     "evaluate_job",
     "expected_numbers",
     "fid_is_stage",
     "generate_draws",
     "generate_stage",
+    "held_out_baseline",
     "inception_stage",
     "inception_weights",
     "job_family",
