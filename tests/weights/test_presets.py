@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import hydra
 import pytest
 import torch
@@ -48,3 +50,13 @@ def test_presets_name_what_is_not_architecture() -> None:
 def test_model_settings_leave_interpolations_out() -> None:
     settings = model_settings("unet_tiny")
     assert "out_channels" not in settings and settings["ch_mult"] == (1, 2, 2)
+
+
+def test_the_unet_defaults_are_the_cifar10_yaml() -> None:
+    """``UNet()`` is the paper's CIFAR-10 model (diffusers_config_for() relies on it), as the yaml says."""
+    defaults = {name: p.default for name, p in inspect.signature(UNet).parameters.items()}
+    settings = model_settings("unet_cifar10")
+    assert {key: settings[key] for key in settings if key in defaults} == {
+        key: defaults[key] for key in settings if key in defaults
+    }
+    assert set(defaults) - set(settings) == {"out_channels"}  # an interpolation on the variance there

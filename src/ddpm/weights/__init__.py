@@ -9,8 +9,9 @@ its files); back out as a diffusers folder (:mod:`ddpm.weights.export`), or into
 from ddpm.weights.diffusers_folder import load_diffusers_folder
 from ddpm.weights.export import export_checkpoint, write_diffusers_folder
 from ddpm.weights.load import load_lightning_checkpoint, load_model
+from ddpm.weights.loaded import LoadedModel
 from ddpm.weights.presets import PRESETS, Preset, get_preset
-from ddpm.weights.released import LoadedModel, load_pesser_state_dict
+from ddpm.weights.released import load_pesser_state_dict
 from ddpm.weights.transfer import copy_weights, init_from_weights
 
 __all__ = [

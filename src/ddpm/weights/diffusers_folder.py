@@ -22,6 +22,7 @@ from ddpm.errors import CheckpointError
 from ddpm.io.checkpoint_file import read_checkpoint
 from ddpm.models.unet import UNet
 from ddpm.weights.diffusers_unet import convert_diffusers_state_dict, unet_kwargs_from_diffusers_config
+from ddpm.weights.loaded import LoadedModel, check_var_type
 from ddpm.weights.presets import (
     ARCHITECTURE,
     check_against_preset,
@@ -29,7 +30,6 @@ from ddpm.weights.presets import (
     paper_diffusion,
     paper_var_type,
 )
-from ddpm.weights.released import LoadedModel, check_var_type
 
 log = logging.getLogger(__name__)
 

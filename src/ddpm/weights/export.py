@@ -39,7 +39,7 @@ from ddpm.weights.diffusers_folder import (
 )
 from ddpm.weights.diffusers_unet import diffusers_config_of, to_diffusers_state_dict
 from ddpm.weights.load import load_model
-from ddpm.weights.released import LoadedModel
+from ddpm.weights.loaded import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""What every loader returns (:class:`LoadedModel`), and the released weights as pesser state dicts.
+"""The released DDPM weights as pesser state dicts: read into our U-Net with the paper's diffusion.
 
 pesser/pytorch_diffusion released the paper's EMA weights as plain PyTorch state dicts
 (``ema_diffusion_cifar10_model/*.ckpt``, ...) whose names are our U-Net's: the architecture is read from the
@@ -12,45 +12,21 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from ddpm.diffusion.gaussian import VAR_TYPES, GaussianDiffusion
 from ddpm.errors import CheckpointError, ConfigError
 from ddpm.io.checkpoint_file import read_checkpoint
 from ddpm.models.unet import UNet
+from ddpm.weights.loaded import LoadedModel, check_var_type
 from ddpm.weights.mismatch import state_dict_mismatch
 from ddpm.weights.presets import PRESETS, check_against_preset, get_preset, paper_diffusion, paper_var_type
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class LoadedModel:
-    """A network ready to sample (eval mode), its diffusion, and where it came from."""
-
-    net: torch.nn.Module
-    diffusion: GaussianDiffusion
-    image_shape: tuple[int, int, int]
-    source: str
-    kind: str  # "lightning", "diffusers" or "pesser"
-    weights: str  # "ema", "raw" or "released"
-    preset: str | None = None
-    config: dict[str, Any] | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-def check_var_type(var_type: str | None) -> None:
-    """Refuse an unknown reverse variance in one line (None: the loader's default)."""
-    if var_type is not None and var_type not in VAR_TYPES:
-        raise ConfigError(f"unknown var_type {var_type!r}: choose one of {', '.join(VAR_TYPES)}")
-
-
-# ----------------------------------------------------------------------------- pesser state dicts
 def infer_unet_kwargs(state_dict: dict[str, Tensor], resolution: int) -> dict[str, Any]:
     """UNet constructor arguments from the tensor shapes of a pesser / our-layout state dict."""
     try:
@@ -134,4 +110,4 @@ def load_pesser_state_dict(
     )
 
 
-__all__ = ["LoadedModel", "check_var_type", "infer_unet_kwargs", "load_pesser_state_dict"]
+__all__ = ["infer_unet_kwargs", "load_pesser_state_dict"]
