@@ -33,7 +33,7 @@ from ddpm.diffusion import GaussianDiffusion
 from ddpm.metrics.inception import InceptionFeatureExtractor, make_random_inception_weights
 from ddpm.models import UNet
 from ddpm.sampling import AncestralSampler, PerSampleNoise
-from ddpm.weights.released import PRESETS
+from ddpm.weights.presets import PRESETS
 
 PAPER = {"num_samples": 50_000, "steps": 1000, "reference_images": 60_000, "nll_images": 10_000}
 

@@ -121,7 +121,7 @@ def build_diffusers(net: nn.Module) -> nn.Module | None:
     try:
         from diffusers import UNet2DModel
 
-        from ddpm.models.diffusers_port import diffusers_config_of
+        from ddpm.weights.diffusers_unet import diffusers_config_of
     except ImportError:
         return None
     config = diffusers_config_of(net)

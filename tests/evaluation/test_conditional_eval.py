@@ -18,12 +18,12 @@ from ddpm.diffusion.denoiser import NULL_LABEL
 from ddpm.errors import ConfigError
 from ddpm.evaluation.generation import read_images
 from ddpm.io.shards import ShardStore
-from ddpm.models.diffusers_port import to_diffusers_state_dict
 from ddpm.sampling import DDIMSampler, iter_samples
 from ddpm.sampling.guidance import GuidedSampler
 from ddpm.utils.config import config_dir
 from ddpm.utils.images import to_uint8
 from ddpm.weights import export_checkpoint, load_model
+from ddpm.weights.diffusers_unet import to_diffusers_state_dict
 from tests.evaluation.helpers import write_lightning_checkpoint
 from tests.evaluation.test_eval_app import eval_overrides, run_eval
 from tests.helpers import TINY, compose_train

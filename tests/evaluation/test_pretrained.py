@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from ddpm.errors import CheckpointError, ConfigError
-from ddpm.models import UNet, diffusers_config_for
+from ddpm.models import UNet
+from ddpm.weights.diffusers_unet import diffusers_config_for
 from ddpm.weights.load import load_model
-from ddpm.weights.released import PRESETS, load_pesser_state_dict
+from ddpm.weights.presets import PRESETS
+from ddpm.weights.released import load_pesser_state_dict
 
 from .helpers import tiny_unet, write_lightning_checkpoint
 

@@ -17,11 +17,12 @@ from ddpm.cli.ddpm_sample import generate_images
 from ddpm.cli.ddpm_train import train
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.errors import CheckpointError, ConfigError
-from ddpm.models import UNet, diffusers_config_for
+from ddpm.models import UNet
 from ddpm.sampling import sample
 from ddpm.utils.config import config_dir
 from ddpm.weights import init_from_weights, load_model
-from ddpm.weights.released import PRESETS
+from ddpm.weights.diffusers_unet import diffusers_config_for
+from ddpm.weights.presets import PRESETS
 from tests.evaluation.helpers import write_lightning_checkpoint
 from tests.helpers import TINY, compose_train
 

@@ -63,7 +63,7 @@ from ddpm.utils.device import resolve_device
 from ddpm.utils.distributed import barrier, broadcast_object, rank_and_world, setup_distributed
 from ddpm.utils.precision import set_tf32_policy
 from ddpm.weights import get_preset, load_model
-from ddpm.weights.released import LoadedModel
+from ddpm.weights.loaded import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,10 @@
   ``create_lsun`` (the paper's data), or from ready-sized shards (``ddpm-prepare-lsun``).
 * :class:`ImageFolderDataModule`: a directory of your own images.
 
-All share :class:`DiffusionDataModule`: a deterministic, resumable, rank-sharded data order and a
-random horizontal flip applied to whole batches on the device (see :mod:`ddpm.data.base`). Bad image
-files: :mod:`ddpm.data.bad_images`.
+All share :class:`DiffusionDataModule`: the keys every dataset has (batch size, workers, seed, flips, class
+labels), a deterministic, resumable, rank-sharded data order and a random horizontal flip applied to whole
+batches on the device (see :mod:`ddpm.data.base`); each takes only its own keys. Bad image files:
+:mod:`ddpm.data.bad_images`.
 """
 
 from ddpm.data.base import DiffusionDataModule

@@ -1,4 +1,4 @@
-"""The DataModule base class: deterministic sharded loaders and the on-device random flip.
+"""The DataModule base class: the keys every dataset has, deterministic sharded loaders, the on-device flip.
 
 Batches are float32 tensors [B, C, H, W] in [-1, 1], without labels; with ``class_labels=True``
 (class-conditional training) they are pairs ``(x0, {"class_labels": int64 [B]})``
@@ -54,6 +54,13 @@ from ddpm.errors import ConfigError
 from ddpm.utils.rng import step_generator
 
 
+def at_least(key: str, value: int, minimum: int) -> int:
+    """``value`` of the data key ``key`` as an int, or a one-line ConfigError when it is below ``minimum``."""
+    if value < minimum:
+        raise ConfigError(f"data.{key} must be >= {minimum}, got {value}")
+    return int(value)
+
+
 class ConditionedDataset(Dataset):
     """Items ``(image, {key: cond[key][i]})``: an image dataset and per-item conditioning of any kind
     (each value of ``cond`` has one row per image), batched as ``(x0, cond)`` (see ``split_batch``)."""
@@ -82,7 +89,7 @@ class LabelledDataset(ConditionedDataset):
 
 
 class DiffusionDataModule(L.LightningDataModule):
-    """Base class of this project's DataModules.
+    """Base class of this project's DataModules: it owns the keys every dataset has.
 
     Args:
         batch_size: per-rank training batch size (``ddpm-train`` sets it from ``global_batch_size``).
@@ -95,14 +102,19 @@ class DiffusionDataModule(L.LightningDataModule):
         class_labels: yield ``(x0, {"class_labels": y})`` batches for class-conditional training
             (datasets with classes only; False keeps plain image batches, the unconditional default).
 
-    Subclasses set ``self.train_set`` / ``self.val_set`` in ``setup`` (datasets whose items are float32
-    [C, H, W] tensors in [-1, 1], or :class:`LabelledDataset` pairs with ``class_labels``) and implement
-    :attr:`image_shape` (and :attr:`num_classes` if they have classes).
+    A subclass takes its own keys (a path, an image size, ...) and hands the rest on unchanged,
+    ``def __init__(self, *, image_size: int = 64, **common: Any)`` and ``super().__init__(**common)``,
+    naming a key of these only to give it another default (CIFAR-10's ``batch_size=128``, the digits'
+    ``random_flip=False``). Its yaml in ``configs/data/`` sets both kinds of keys alike. It sets
+    ``self.train_set`` / ``self.val_set`` in ``setup`` (datasets whose items are float32 [C, H, W] tensors
+    in [-1, 1], or :class:`LabelledDataset` pairs with ``class_labels``) and implements
+    :attr:`image_shape` (and :attr:`num_classes`, with ``has_classes = True``, if it has classes).
     """
 
     def __init__(
         self,
-        batch_size: int,
+        *,
+        batch_size: int = 64,
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
@@ -112,19 +124,15 @@ class DiffusionDataModule(L.LightningDataModule):
         class_labels: bool = False,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
-        if val_batch_size is not None and val_batch_size < 1:
-            raise ConfigError(f"data.val_batch_size must be >= 1, got {val_batch_size}")
-        if num_workers < 0:
-            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
-        self.batch_size = int(batch_size)
-        self.num_workers = int(num_workers)
+        self.batch_size = at_least("batch_size", batch_size, 1)
+        self._val_batch_size = (
+            None if val_batch_size is None else at_least("val_batch_size", val_batch_size, 1)
+        )
+        self.num_workers = at_least("num_workers", num_workers, 0)
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers)
         self.random_flip = bool(random_flip)
         self.seed = int(seed)
-        self._val_batch_size = val_batch_size
         self.class_labels = bool(class_labels)
         if self.class_labels and not self.has_classes:
             raise ConfigError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -67,33 +68,20 @@ class CIFAR10DataModule(DiffusionDataModule):
         download: download it with ``torchvision.datasets.CIFAR10`` in ``prepare_data`` (run by
             Lightning on local rank 0) when the files are missing. Files already present are used as
             they are, without torchvision's MD5 check (so a pre-placed copy works offline).
-        class_labels: batches ``(x0, {"class_labels": class})`` for class-conditional training.
-        Other arguments: see :class:`~ddpm.data.base.DiffusionDataModule`. The paper flips randomly.
+        batch_size: 128, the paper's.
+        Other arguments (``class_labels``: batches ``(x0, {"class_labels": class})``): see
+        :class:`~ddpm.data.base.DiffusionDataModule`. The paper flips randomly.
     """
 
     def __init__(
         self,
-        batch_size: int = 128,
+        *,
         data_dir: str | Path = "data",
         download: bool = True,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        random_flip: bool = True,
-        seed: int = 0,
-        val_batch_size: int | None = None,
-        class_labels: bool = False,
+        batch_size: int = 128,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            random_flip=random_flip,
-            seed=seed,
-            val_batch_size=val_batch_size,
-            class_labels=class_labels,
-        )
+        super().__init__(batch_size=batch_size, **common)
         self.data_dir = Path(data_dir)
         self.download = bool(download)
 

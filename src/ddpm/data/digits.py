@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ddpm.data.base import DiffusionDataModule, LabelledDataset
+from ddpm.data.base import DiffusionDataModule, LabelledDataset, at_least
 from ddpm.data.splits import num_val_items, split_indices
-from ddpm.errors import ConfigError
 
 
 def load_digit_images(image_size: int = 16) -> Tensor:
@@ -68,38 +69,22 @@ class DigitsDataModule(DiffusionDataModule):
             ``split_seed``, see :func:`ddpm.data.splits.split_indices`); 0.1 -> 1,617 train / 180 val.
         split_seed: seed of the split (independent of ``seed``, which drives order and flips).
         random_flip: False by default: mirrored digits are not digits.
-        class_labels: batches ``(x0, {"class_labels": digit})`` for class-conditional training.
-        Other arguments: see :class:`~ddpm.data.base.DiffusionDataModule`.
+        Other arguments (``class_labels``: batches ``(x0, {"class_labels": digit})``): see
+        :class:`~ddpm.data.base.DiffusionDataModule`.
     """
 
     def __init__(
         self,
-        batch_size: int = 64,
+        *,
         image_size: int = 16,
         val_fraction: float = 0.1,
         split_seed: int = 0,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
         random_flip: bool = False,
-        seed: int = 0,
-        val_batch_size: int | None = None,
-        class_labels: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            random_flip=random_flip,
-            seed=seed,
-            val_batch_size=val_batch_size,
-            class_labels=class_labels,
-        )
-        if image_size < 1:
-            raise ConfigError(f"data.image_size must be >= 1, got {image_size}")
+        super().__init__(random_flip=random_flip, **common)
+        self.image_size = at_least("image_size", image_size, 1)
         num_val_items(1797, val_fraction)  # validate early
-        self.image_size = int(image_size)
         self.val_fraction = float(val_fraction)
         self.split_seed = int(split_seed)
 

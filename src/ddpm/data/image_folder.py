@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -11,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ddpm.data.bad_images import BadImagePolicy, report_bad_images, undecodable
-from ddpm.data.base import DiffusionDataModule
+from ddpm.data.base import DiffusionDataModule, at_least
 from ddpm.data.splits import num_val_items, split_indices
 from ddpm.data.transforms import pil_to_model
 from ddpm.diffusion.denoiser import LABELS_KEY
@@ -122,36 +123,19 @@ class ImageFolderDataModule(DiffusionDataModule):
     def __init__(
         self,
         path: str | Path,
-        batch_size: int = 64,
+        *,
         image_size: int = 64,
         grayscale: bool = False,
         val_fraction: float = 0.05,
         split_seed: int = 0,
         skip_bad_images: bool = False,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        random_flip: bool = True,
-        seed: int = 0,
-        val_batch_size: int | None = None,
-        class_labels: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            random_flip=random_flip,
-            seed=seed,
-            val_batch_size=val_batch_size,
-            class_labels=class_labels,
-        )
-        if image_size < 1:
-            raise ConfigError(f"data.image_size must be >= 1, got {image_size}")
+        super().__init__(**common)
+        self.image_size = at_least("image_size", image_size, 1)
         if not 0.0 < val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
         self.path = Path(path)
-        self.image_size = int(image_size)
         self.grayscale = bool(grayscale)
         self.val_fraction = float(val_fraction)
         self.split_seed = int(split_seed)

@@ -12,6 +12,7 @@ import io
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -19,11 +20,11 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ddpm.data.bad_images import BadImagePolicy, report_bad_images, undecodable
-from ddpm.data.base import DiffusionDataModule
+from ddpm.data.base import DiffusionDataModule, at_least
 from ddpm.data.lsun_shards import MANIFEST, ShardImageDataset, read_manifest
 from ddpm.data.splits import split_indices
 from ddpm.data.transforms import create_lsun_pixels, uint8_to_model
-from ddpm.errors import ConfigError, DatasetNotFoundError
+from ddpm.errors import DatasetNotFoundError
 
 log = logging.getLogger(__name__)
 LSUN_HELP = (
@@ -217,38 +218,19 @@ class LSUNDataModule(DiffusionDataModule):
         self,
         root: str | Path = "data/lsun",
         category: str = "church_outdoor",
-        batch_size: int = 64,
+        *,
         image_size: int = 256,
         val_holdout: int = 300,
         split_seed: int = 0,
         shards_dir: str | Path | None = "auto",
         skip_bad_images: bool = False,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        random_flip: bool = True,
-        seed: int = 0,
-        val_batch_size: int | None = None,
-        class_labels: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            random_flip=random_flip,
-            seed=seed,
-            val_batch_size=val_batch_size,
-            class_labels=class_labels,  # LSUN has none: true is refused in one line
-        )
-        if image_size < 1:
-            raise ConfigError(f"data.image_size must be >= 1, got {image_size}")
-        if val_holdout < 1:
-            raise ConfigError(f"data.val_holdout must be >= 1, got {val_holdout}")
+        super().__init__(**common)  # class_labels: LSUN has none, true is refused in one line
+        self.image_size = at_least("image_size", image_size, 1)
+        self.val_holdout = at_least("val_holdout", val_holdout, 1)
         self.root = Path(root)
         self.category = str(category)
-        self.image_size = int(image_size)
-        self.val_holdout = int(val_holdout)
         self.split_seed = int(split_seed)
         self.shards_dir = None if shards_dir in (None, "", "none", "null") else str(shards_dir)
         self.skip_bad_images = bool(skip_bad_images)

@@ -27,7 +27,7 @@ from ddpm.evaluation.nll import NLLSettings
 from ddpm.io.shards import ShardStore
 from ddpm.metrics.kid_pr import kid_subset_size
 from ddpm.utils.fingerprint import describe_labels, describe_sampler, describe_tensor, module_digest
-from ddpm.weights.released import LoadedModel
+from ddpm.weights.loaded import LoadedModel
 
 
 def draw_seeds(seed: int, num_samples: int, num_draws: int = 1, seeds: list[int] | None = None) -> list[int]:

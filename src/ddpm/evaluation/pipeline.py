@@ -47,7 +47,7 @@ from ddpm.metrics.reference_cache import ReferenceSet
 from ddpm.utils.distributed import barrier, rank_and_world
 from ddpm.utils.fingerprint import describe_sampler, fingerprint
 from ddpm.utils.images import save_image_grid
-from ddpm.weights.released import get_preset
+from ddpm.weights.presets import get_preset
 
 
 @contextmanager

@@ -6,7 +6,7 @@ ResNet block, single-head self-attention at the 16x16 level, and zero-initialise
 
 Submodule names follow the official code and pesser's ``pytorch_diffusion`` port (``temb.dense``,
 ``down[i].block[j]``, ``mid.attn_1``, ``up[i].upsample.conv``, ``norm_out``, ...), so the released pesser
-state dicts load with no renaming; :mod:`ddpm.models.diffusers_port` maps diffusers' ``UNet2DModel`` weights
+state dicts load with no renaming; :mod:`ddpm.weights.diffusers_unet` maps diffusers' ``UNet2DModel`` weights
 (``google/ddpm-*``) onto this layout.
 """
 

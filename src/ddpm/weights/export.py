@@ -1,7 +1,7 @@
 """Export a model as a diffusers ``DDPMPipeline`` folder (``ddpm-export``), without importing diffusers.
 
 The folder holds ``model_index.json``, ``unet/config.json`` + ``unet/diffusion_pytorch_model.safetensors``
-(a ``UNet2DModel``, names mapped by :func:`ddpm.models.diffusers_port.to_diffusers_state_dict`) and
+(a ``UNet2DModel``, names mapped by :func:`ddpm.weights.diffusers_unet.to_diffusers_state_dict`) and
 ``scheduler/scheduler_config.json`` (a ``DDPMScheduler`` with the training run's betas, T, variance,
 prediction type and clipping), so ``DDPMPipeline.from_pretrained(folder)`` samples the model and
 :func:`ddpm.weights.load_model` reads it back bit for bit. The folder is built beside the target and
@@ -25,16 +25,26 @@ from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.diffusion.schedules import make_betas
 from ddpm.errors import ConfigError, DDPMError
 from ddpm.io.atomic import atomic_write, atomic_write_json
-from ddpm.models.diffusers_port import diffusers_config_of, to_diffusers_state_dict
 from ddpm.models.unet import UNet
+from ddpm.weights.diffusers_folder import (
+    CONFIG_NAME,
+    DIFFUSERS_SCHEDULES,
+    EXPORT_MARKER,
+    MODEL_INDEX,
+    PREDICTION_TYPES,
+    SCHEDULER_CONFIG,
+    SCHEDULER_DIR,
+    UNET_DIR,
+    UNET_WEIGHTS,
+)
+from ddpm.weights.diffusers_unet import diffusers_config_of, to_diffusers_state_dict
 from ddpm.weights.load import load_model
-from ddpm.weights.released import DIFFUSERS_SCHEDULES, EXPORT_MARKER, PREDICTION_TYPES, LoadedModel
+from ddpm.weights.loaded import LoadedModel
 
 log = logging.getLogger(__name__)
 
 # written as ``_diffusers_version``: the dev extra's floor, the oldest diffusers these files target
 DIFFUSERS_VERSION = "0.30.0"
-UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
 VARIANCE_TYPES = ("fixed_large", "fixed_small", "learned_range")  # the same names in diffusers
 _PREDICTIONS = {ours: theirs for theirs, ours in PREDICTION_TYPES.items()}
 _SCHEDULE_NAMES = {ours: theirs for theirs, ours in DIFFUSERS_SCHEDULES.items()}
@@ -170,10 +180,10 @@ def write_diffusers_folder(loaded: LoadedModel, out_dir: str | Path, clip_sample
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        atomic_write_json(tmp / "model_index.json", model_index())
-        atomic_write_json(tmp / "unet" / "config.json", unet_config(net))
-        atomic_write(tmp / "unet" / UNET_WEIGHTS, lambda f: f.write(payload))
-        atomic_write_json(tmp / "scheduler" / "scheduler_config.json", scheduler_config(loaded, clip_sample))
+        atomic_write_json(tmp / MODEL_INDEX, model_index())
+        atomic_write_json(tmp / UNET_DIR / CONFIG_NAME, unet_config(net))
+        atomic_write(tmp / UNET_DIR / UNET_WEIGHTS, lambda f: f.write(payload))
+        atomic_write_json(tmp / SCHEDULER_DIR / SCHEDULER_CONFIG, scheduler_config(loaded, clip_sample))
         _publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -10,12 +10,9 @@ from ddpm.errors import CheckpointError, ConfigError
 from ddpm.io.checkpoint_file import is_lightning_checkpoint, read_checkpoint
 from ddpm.lightning.restore import checkpoint_config, module_from_checkpoint
 from ddpm.models.shape import image_shape_of
-from ddpm.weights.released import (
-    LoadedModel,
-    is_diffusers_folder,
-    load_diffusers_folder,
-    load_pesser_state_dict,
-)
+from ddpm.weights.diffusers_folder import is_diffusers_folder, load_diffusers_folder
+from ddpm.weights.loaded import LoadedModel
+from ddpm.weights.released import load_pesser_state_dict
 
 log = logging.getLogger(__name__)
 

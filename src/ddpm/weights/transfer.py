@@ -14,7 +14,8 @@ import torch
 
 from ddpm.errors import CheckpointError, ConfigError
 from ddpm.weights.load import load_model
-from ddpm.weights.released import LoadedModel, state_dict_mismatch
+from ddpm.weights.loaded import LoadedModel
+from ddpm.weights.mismatch import state_dict_mismatch
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Parity between our UNet and diffusers' UNet2DModel in the DDPM configuration, and the weight port."""
+"""Parity between our UNet and diffusers' UNet2DModel (DDPM configuration); the port in ddpm.weights."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddpm.models import (
-    UNet,
+from ddpm.models import UNet
+from ddpm.weights.diffusers_folder import load_diffusers_unet
+from ddpm.weights.diffusers_unet import (
+    UNET2D_SETTINGS,
     convert_diffusers_state_dict,
     diffusers_config_for,
-    load_diffusers_unet,
+    to_diffusers_state_dict,
     unet_kwargs_from_diffusers_config,
 )
 
@@ -244,3 +246,29 @@ def test_missing_and_unexpected_keys_are_reported() -> None:
         ValueError, match=r"unexpected keys: \['mystery.weight'\].*missing keys: \['mid.attn_1.q.weight'\]"
     ):
         convert_diffusers_state_dict(sd, kwargs)
+
+
+def test_the_settings_table_holds_diffusers_own_defaults() -> None:
+    import inspect
+
+    signature = inspect.signature(UNet2DModel.__init__).parameters
+    assert {key: default for key, (default, _) in UNET2D_SETTINGS.items()} == {
+        key: signature[key].default for key in UNET2D_SETTINGS
+    }
+    # num_train_timesteps: only for a learned time embedding, which the DDPM U-Net has not
+    assert set(signature) - set(UNET2D_SETTINGS) == {"self", "num_train_timesteps"}
+
+
+@pytest.mark.parametrize(
+    "kwargs", [CIFAR10, LSUN256, {**SMALL, "num_classes": 10}], ids=["cifar10", "lsun256", "conditional"]
+)
+def test_one_key_table_gives_both_directions(kwargs: dict) -> None:
+    with torch.device("meta"):
+        ours = UNet(**kwargs).state_dict()
+        theirs = UNet2DModel(**diffusers_config_for(**kwargs)).state_dict()
+    levels = len(kwargs.get("ch_mult", (1, 2, 2, 2)))
+    written = to_diffusers_state_dict({k: torch.zeros(v.shape) for k, v in ours.items()}, levels)
+    aliases = {k for k in theirs if ".Conv2d_0." in k}  # diffusers' second name of the downsample conv
+    assert written.keys() == theirs.keys() - aliases
+    read = convert_diffusers_state_dict({k: torch.zeros(v.shape) for k, v in theirs.items()}, kwargs)
+    assert read.keys() == ours.keys()
