@@ -339,7 +339,7 @@ def test_metric_problem_of_composed_evaluation_and_unknown_metrics(composed):
         "callbacks.fid.every_n_steps=50000 steps, a trial stops at trainer.max_steps=100): lower "
         "callbacks.fid.every_n_steps or raise trainer.max_steps"
     )
-    digits = ("experiment=quickstart", "optimized_metric=eval/digits_score_256")
+    digits = ("experiment=quickstart", "optimized_metric=eval/digits_score_180")
     assert "evaluates only at the end of training" in composed(*digits)
     assert composed(*digits, "+callbacks.digits_score.every_n_steps=500") is None
     # a callback of a class this check does not know may log anything: never refused for the name
