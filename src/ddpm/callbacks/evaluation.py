@@ -1,5 +1,5 @@
 """In-training FID / Inception Score (and KID, precision/recall) of EMA samples, every N steps, on 1 CPU,
-1 GPU or DDP alike."""
+1 GPU or DDP alike; a class-conditional model's samples follow ``ddpm-eval``'s class-conditional protocol."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ddpm.callbacks.periodic import PeriodicEMACallback
+from ddpm.diffusion.denoiser import LABELS_KEY
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.evaluation.fid_is import (
     FIDSettings,
@@ -21,7 +22,7 @@ from ddpm.evaluation.fid_is import (
     reference_for,
     sample_statistics,
 )
-from ddpm.evaluation.generation import generate
+from ddpm.evaluation.generation import balanced_labels, generate
 from ddpm.metrics.features import gathered_features
 from ddpm.metrics.inception import InceptionWeightsError, load_inception, resolve_inception_weights
 from ddpm.metrics.names import metric_name, protocol_tag
@@ -67,6 +68,10 @@ class FIDCallback(PeriodicEMACallback):
     then freed; the reference features are cached like the statistics); with
     ``metrics.pr_features=vgg16`` precision/recall are taken in VGG-16 space instead
     (``precision_vgg16_...``: a second pass over the samples, which are kept as uint8 meanwhile).
+
+    A class-conditional EMA network (``num_classes`` > 0) is sampled as ``ddpm-eval``'s class-conditional
+    protocol does, sample i with class ``i % num_classes``, and the names say so
+    (``fid_10k_ddim100_cond_train``).
 
     Args:
         every_n_steps: period in optimizer steps (0: only at the end with ``at_end``).
@@ -142,6 +147,13 @@ class FIDCallback(PeriodicEMACallback):
             out["vgg16"] = self._vgg16_references[split]
         return out
 
+    @staticmethod
+    def labels(pl_module: L.LightningModule, num_samples: int) -> Tensor | None:
+        """The class labels of samples ``0..N-1``: ``i % num_classes`` for a class-conditional network
+        (``ddpm-eval``'s class-conditional protocol), None for an unconditional one."""
+        num_classes = int(getattr(pl_module.ema_net, "num_classes", 0) or 0)
+        return balanced_labels(num_samples, num_classes) if num_classes > 0 else None
+
     def _load_networks(self, device: torch.device) -> None:
         settings = self.metrics
         if self._extractor is None:
@@ -157,6 +169,7 @@ class FIDCallback(PeriodicEMACallback):
         self._load_networks(device)
         rank, world = rank_and_world()
         indices = range(rank, self.num_samples, world)
+        labels = self.labels(pl_module, self.num_samples)
         batches = generate(
             pl_module.ema_net,
             sampler,
@@ -165,6 +178,7 @@ class FIDCallback(PeriodicEMACallback):
             seed=self.seed,
             batch_size=self.batch_size,
             device=device,
+            cond=None if labels is None else {LABELS_KEY: labels[list(indices)]},
         )
         label = f"FID samples (step {trainer.global_step})"
         batches = counted(batches, len(indices), self.show_progress and rank == 0, label)
@@ -182,7 +196,9 @@ class FIDCallback(PeriodicEMACallback):
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule, final: bool) -> dict[str, float]:
         sampler = self.sampler_factory(pl_module.diffusion)
         stats, generated = self._sample_features(trainer, pl_module, sampler)
-        num, tag = self.num_samples, protocol_tag(sampler, var_type=pl_module.diffusion.var_type)
+        conditional = self.labels(pl_module, 1) is not None
+        num = self.num_samples
+        tag = protocol_tag(sampler, var_type=pl_module.diffusion.var_type, conditional=conditional)
         scores: dict[str, float] = {}
         for split in self.metrics.reference_splits:
             reference = self._reference(trainer, split, pl_module.device)
