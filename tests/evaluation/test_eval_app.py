@@ -265,13 +265,14 @@ def test_seed_spread_over_three_draws_resumes_to_the_identical_report(
     draws = full["draws"]
     assert [d["seed"] for d in draws] == [0, 3, 6] and full["protocol"]["seeds"] == [0, 3, 6]
     assert len({d["fingerprint"] for d in draws}) == 3
-    names = {"fid_3_train", "is_3_1split", "kid_3_train", "kid_3_train_std"}
+    names = {"fid_3_ancestral10_train", "is_3_ancestral10_1split"}  # T=10: not the paper's 1000 steps
+    names |= {"kid_3_ancestral10_train", "kid_3_ancestral10_train_std"}
     assert set(full["metrics"]) == set(full["metrics_std"]) == names
     for name in names:
         values = [d["metrics"][name] for d in draws]
         assert full["metrics"][name] == pytest.approx(statistics.mean(values), rel=1e-12)
         assert full["metrics_std"][name] == pytest.approx(statistics.stdev(values), rel=1e-9, abs=1e-15)
-    assert len({d["metrics"]["fid_3_train"] for d in draws}) == 3  # three different sample sets
+    assert len({d["metrics"]["fid_3_ancestral10_train"] for d in draws}) == 3  # three different sample sets
     assert (tmp_path / "full" / "draws" / "seed6" / "features" / "features_00001.npz").is_file()
     single = run_eval([*overrides[:-1], "seed=3"], tmp_path / "single")
     assert single["metrics"] == draws[1]["metrics"]  # draw 1 is exactly a one-draw evaluation at seed 3
