@@ -35,3 +35,11 @@ def inception(inception_path):
     from ddpm.metrics.inception import InceptionFeatureExtractor
 
     return InceptionFeatureExtractor(inception_path)
+
+
+@pytest.fixture(scope="session")
+def vgg16_path(tmp_path_factory):
+    """A randomly initialised torchvision VGG-16 state dict (530 MB, written once): nothing is downloaded."""
+    from ddpm.metrics.vgg16 import make_random_vgg16_weights
+
+    return make_random_vgg16_weights(tmp_path_factory.mktemp("vgg16") / "random_vgg16.pth", seed=0)

@@ -4,8 +4,9 @@
     python ddp_worker.py lightning OUT INCEPTION DEVICES   # Lightning's own DDP launcher starts rank 1
 
 ``plain``: generation (in memory and as NPZ shards), Inception statistics and features (gathered, and
-through ddpm-eval's feature shards), reference statistics and features, KID and precision/recall, and
-the NLL, sharded over the ranks and all-reduced; rank 0 writes ``OUT/result.json``.
+through ddpm-eval's feature shards), reference statistics and features, KID and precision/recall, a
+second feature pass (VGG-16's, with a stand-in network: shards, cached reference features), and the NLL,
+sharded over the ranks and all-reduced; rank 0 writes ``OUT/result.json``.
 ``lightning``: a Trainer with the FID and NLL callbacks (learning rate 0, so the EMA weights are the
 same for any number of ranks); every rank writes ``OUT/rank{r}.json`` with the logged metrics.
 """
@@ -25,7 +26,13 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for tests.*
 
 from ddpm.diffusion import GaussianDiffusion
-from ddpm.evaluation.fid_is import FIDSettings, sample_statistics, store_statistics, stored_features
+from ddpm.evaluation.fid_is import (
+    FIDSettings,
+    sample_statistics,
+    store_features,
+    store_statistics,
+    stored_features,
+)
 from ddpm.evaluation.generation import (
     GenerationSettings,
     generate,
@@ -36,11 +43,12 @@ from ddpm.evaluation.generation import (
 from ddpm.evaluation.nll import NLLSettings, dataset_nll
 from ddpm.metrics.inception import InceptionFeatureExtractor
 from ddpm.metrics.kid_pr import kid, precision_recall
-from ddpm.metrics.reference_cache import reference_statistics
+from ddpm.metrics.reference_cache import reference_features, reference_statistics
 from ddpm.metrics.statistics import fid
 from ddpm.sampling import AncestralSampler
 from ddpm.utils.distributed import barrier, rank_and_world
 from tests.evaluation.helpers import FakeDataModule, tiny_unet
+from tests.metrics.helpers import StubExtractor
 
 NUM_SAMPLES = 5  # odd: the ranks get uneven shares
 
@@ -75,11 +83,19 @@ def plain(out: Path, inception_path: str) -> None:
     reference = reference_set.stats
     real = reference_set.features
     nll = dataset_nll(model, sampler.diffusion, data.val_set, NLLSettings(batch_size=1))
+    second = StubExtractor(dim=6, seed=1)  # stands in for VGG-16 (the real one: test_vgg16_pr.py)
+    second.name, second.feature_space = "vgg16", "stub_fc"
+    second_stored = store_features(second, store, store.shards_of_rank(rank, world), protocol, "cpu")
+    second_real = reference_features(data.train_set, "fake", "train", second, out / "cache", batch_size=3)
+    second_again = reference_features(data.train_set, "fake", "train", second, out / "cache", batch_size=3)
     scores = {  # collectives: every rank computes its share of the subsets / rows
         "kid": kid(gathered, real, subsets=5),
         "precision_recall": precision_recall(gathered, real, k=2, batch=3),
         "kid_stored": kid(stored, real, subsets=5),
         "precision_recall_stored": precision_recall(stored, real, k=2, batch=3),
+        "precision_recall_second": precision_recall(second_stored, second_real.features, k=2, batch=3),
+        "second_features": torch.cat([second_stored, second_real.features]).flatten().tolist(),
+        "second_hits": [second_real.hit, second_again.hit],
     }
     if rank == 0:
         images = torch.cat([x for _, x in read_images(store, range(store.num_shards))])

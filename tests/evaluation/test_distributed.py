@@ -85,6 +85,10 @@ def test_one_and_two_ranks_agree(tmp_path, inception_path):
         assert two[name] == pytest.approx(one[name], abs=1e-9), name
     assert one["kid_stored"] == pytest.approx(one["kid"], rel=1e-5) and one["kid"][0] != 0
     assert one["precision_recall_stored"] == one["precision_recall"]
+    # the second feature pass (VGG-16's): shards and cached reference features, the same on 2 ranks
+    assert two["second_features"] == pytest.approx(one["second_features"], rel=1e-6, abs=1e-7)
+    assert two["precision_recall_second"] == pytest.approx(one["precision_recall_second"], abs=1e-9)
+    assert one["second_hits"] == two["second_hits"] == [False, True]
     assert two["fid_stored"] == pytest.approx(one["fid"], rel=1e-6)
 
 
@@ -115,7 +119,9 @@ def test_callbacks_under_lightning_ddp_match_one_process(tmp_path, inception_pat
     rank0, rank1 = (r["logged"] for r in results[2])
     assert results[2][0]["world"] == 2
     feature_metrics = {
-        f"eval/{m}_5_ancestral8_{s}" for m in ("kid", "precision", "recall") for s in ("train", "test")
+        f"eval/{m}_5_ancestral8_{s}"
+        for m in ("kid", "precision_inception", "recall_inception")
+        for s in ("train", "test")
     }
     assert (
         set(one)

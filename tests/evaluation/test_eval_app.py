@@ -214,7 +214,14 @@ def test_kid_and_precision_recall_equal_torch_fidelity_on_the_same_features(
         eval_overrides(checkpoint, inception_path, tmp_path / "cache", **extra), tmp_path / "out"
     )
     metrics, protocol = report["metrics"], report["protocol"]
-    assert protocol["kid"]["subsets"] == 7 and protocol["precision_recall"] == {"k": 2}
+    assert protocol["kid"]["subsets"] == 7
+    # precision/recall name their feature space and the sizes of both sets (they depend on both)
+    sizes = {"generated": 6, "real": 4}
+    assert protocol["precision_recall"] == {
+        "features": "inception_pool3",
+        "k": 2,
+        "sizes": {"train": sizes, "test": sizes},
+    }
     # 6 samples and 4 reference images per split: subsets of m = 4, not the requested 1000, and it says so
     assert protocol["kid"]["subset_size"] == 4 and protocol["kid"]["subset_size_requested"] == 1000
     generated = stored_sample_features(tmp_path / "out")
@@ -231,8 +238,8 @@ def test_kid_and_precision_recall_equal_torch_fidelity_on_the_same_features(
         name = f"6_ancestral10_{split}"
         assert metrics[f"kid_{name}"] == pytest.approx(kid["kernel_inception_distance_mean"], rel=1e-4)
         assert metrics[f"kid_{name}_std"] == pytest.approx(kid["kernel_inception_distance_std"], rel=1e-3)
-        assert metrics[f"precision_{name}"] == pytest.approx(prc["precision"], abs=1e-6)
-        assert metrics[f"recall_{name}"] == pytest.approx(prc["recall"], abs=1e-6)
+        assert metrics[f"precision_inception_{name}"] == pytest.approx(prc["precision"], abs=1e-6)
+        assert metrics[f"recall_inception_{name}"] == pytest.approx(prc["recall"], abs=1e-6)
     info = json.loads((tmp_path / "out" / "run_info.json").read_text())
     assert info["reference_cache_hits"] == {"train": False, "test": False}
     again = run_eval(
@@ -262,13 +269,14 @@ def test_seed_spread_over_three_draws_resumes_to_the_identical_report(
     draws = full["draws"]
     assert [d["seed"] for d in draws] == [0, 3, 6] and full["protocol"]["seeds"] == [0, 3, 6]
     assert len({d["fingerprint"] for d in draws}) == 3
-    names = {"fid_3_train", "is_3_1split", "kid_3_train", "kid_3_train_std"}
+    names = {"fid_3_ancestral10_train", "is_3_ancestral10_1split"}  # T=10: not the paper's 1000 steps
+    names |= {"kid_3_ancestral10_train", "kid_3_ancestral10_train_std"}
     assert set(full["metrics"]) == set(full["metrics_std"]) == names
     for name in names:
         values = [d["metrics"][name] for d in draws]
         assert full["metrics"][name] == pytest.approx(statistics.mean(values), rel=1e-12)
         assert full["metrics_std"][name] == pytest.approx(statistics.stdev(values), rel=1e-9, abs=1e-15)
-    assert len({d["metrics"]["fid_3_train"] for d in draws}) == 3  # three different sample sets
+    assert len({d["metrics"]["fid_3_ancestral10_train"] for d in draws}) == 3  # three different sample sets
     assert (tmp_path / "full" / "draws" / "seed6" / "features" / "features_00001.npz").is_file()
     single = run_eval([*overrides[:-1], "seed=3"], tmp_path / "single")
     assert single["metrics"] == draws[1]["metrics"]  # draw 1 is exactly a one-draw evaluation at seed 3

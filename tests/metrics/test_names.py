@@ -41,6 +41,10 @@ def test_every_metric_name_of_the_project():
     assert metric_name("is", 50000, detail=f"{splits_label(10)}_std") == "is_50k_10splits_std"
     assert metric_name("is", 64, tag="ancestral8", detail=splits_label(1)) == "is_64_ancestral8_1split"
     assert metric_name("kid", 6, "test", detail="std") == "kid_6_test_std"
+    assert metric_name("precision", 50000, "train", features="vgg16") == "precision_vgg16_50k_train"
+    assert (
+        metric_name("recall", 6, "test", tag="cond", features="inception") == "recall_inception_6_cond_test"
+    )
     assert metric_name("nll_bpd", split="test") == "nll_bpd_test"  # ddpm-eval (the paper's key)
     assert metric_name("nll_prior_bpd", 1000, "test") == "nll_prior_bpd_1k_test"  # in-loop
     assert metric_name("is", split="train", detail=splits_label(10)) == "is_train_10splits"  # the check

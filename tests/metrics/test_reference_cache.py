@@ -10,6 +10,7 @@ from ddpm.metrics.reference_cache import (
     STATISTICS,
     ReferenceKey,
     load_cached,
+    reference_features,
     reference_statistics,
     save_cached,
 )
@@ -131,3 +132,32 @@ def test_reference_features_are_cached_beside_the_statistics(tmp_path):
     (tmp_path / key.features_filename()).write_bytes(b"garbage")
     third = _stats(dataset, extractor, tmp_path, with_features=True)
     assert not third.hit and extractor.calls > calls and torch.equal(third.features, first.features)
+
+
+def _second_network(seed: int = 3) -> StubExtractor:
+    """A stand-in for VGG-16: a second feature network with its own feature space and weights."""
+    extractor = StubExtractor(dim=12, seed=seed)
+    extractor.feature_space = "stub_fc"
+    return extractor
+
+
+def test_a_second_feature_space_is_cached_beside_the_statistics_under_its_own_key(tmp_path):
+    dataset, inception, second = RandomImages(10), StubExtractor(), _second_network()
+    _stats(dataset, inception, tmp_path, with_features=True)
+    first = reference_features(dataset, "fake", "train", second, tmp_path, num_images=9, batch_size=4)
+    assert not first.hit and first.features.shape == (9, 12) and first.features.dtype == torch.float32
+    torch.testing.assert_close(first.features, second(dataset.images[:9])[0], rtol=1e-5, atol=1e-6)
+    assert first.key.weights_sha256 == second.weights_sha256 and first.key.feature_space == "stub_fc"
+    assert (
+        first.key.filename().endswith("-stub_fc-features.pt") and (tmp_path / first.key.filename()).is_file()
+    )
+    assert len(list(tmp_path.glob("*.pt"))) == 3  # the Inception's statistics and features are untouched
+    calls = second.calls
+    again = reference_features(dataset, "fake", "train", second, tmp_path, num_images=9, batch_size=4)
+    assert again.hit and second.calls == calls and torch.equal(again.features, first.features)
+    other = reference_features(dataset, "fake", "train", _second_network(seed=4), tmp_path, num_images=9)
+    assert not other.hit and other.key.filename() != first.key.filename()  # other weights: another key
+    (tmp_path / first.key.filename()).write_bytes(b"garbage")  # damaged: rebuilt, never trusted
+    rebuilt = reference_features(dataset, "fake", "train", second, tmp_path, num_images=9, batch_size=4)
+    assert not rebuilt.hit and torch.equal(rebuilt.features, first.features)
+    assert reference_features(dataset, "fake", "train", second, None, num_images=9).hit is False

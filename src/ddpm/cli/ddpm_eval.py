@@ -5,6 +5,7 @@
     ddpm-eval ckpt_path=/models/ema_diffusion_cifar10_model/model-790000.ckpt pretrained=cifar10 data=cifar10
     ddpm-eval ... metrics.nll.enabled=true                 # + bits/dim on the test set
     ddpm-eval ... metrics.kid=true metrics.precision_recall=true   # + KID, precision/recall (same pass)
+    ddpm-eval ... metrics.precision_recall=true metrics.pr_features=vgg16   # P/R in VGG-16 space
     ddpm-eval ... num_draws=3          # seeds 0.., 50000.., 100000..: mean +- std over 3 draws
     ddpm-eval ckpt_path=<class-conditional run> guidance_scale=1   # labels i % num_classes, guided
     ddpm-eval ... hydra.run.dir=<dir of an interrupted run>                           # resume
@@ -15,7 +16,8 @@ Default protocol: 50,000 samples, every one of the T=1000 ancestral steps, EMA w
 the training and the test set; IS with 10 splits and with 1 split. Writes ``report.json`` (metrics and
 protocol only, so a resumed run writes the same file), ``run_info.json`` (timings, cache hits),
 ``samples.png``, ``samples/samples_XXXXX.npz`` (uint8 [n, H, W, C]) and ``features/features_XXXXX.npz``
-(their float32 Inception features and logits: the Inception pass resumes too). Draws after the first
+(their float32 Inception features and logits: the Inception pass resumes too; ``features_vgg16/`` holds
+their VGG-16 features with ``metrics.pr_features=vgg16``). Draws after the first
 are in ``draws/seed<seed>/``; the report then holds each metric's mean (``metrics``), its std over the
 draws (``metrics_std``, ddof=1) and every draw's metrics (``draws``).
 
@@ -52,7 +54,7 @@ from ddpm.evaluation.generation import GenerationSettings
 from ddpm.evaluation.inception_check import check_inception, verdict_line
 from ddpm.evaluation.job import EvalJob, EvalSettings, draw_seeds
 from ddpm.evaluation.nll import NLLSettings
-from ddpm.evaluation.pipeline import evaluate_job, inception_weights
+from ddpm.evaluation.pipeline import evaluate_job, feature_weights
 from ddpm.evaluation.report import summary_lines
 from ddpm.io.atomic import atomic_write_json
 from ddpm.io.stored_config import instantiate_stored
@@ -163,8 +165,8 @@ def prepare(cfg: DictConfig, settings: EvalSettings, device: torch.device) -> Ev
             "no model to evaluate: pass ckpt_path=/path/to/last.ckpt (or a released-weights folder/file)"
         )
     loaded = load_model(cfg.ckpt_path, cfg.get("pretrained"), cfg.use_ema, cfg.get("var_type"))
-    datamodule = build_datamodule(cfg, loaded) if (settings.fid or settings.nll) else None
-    needed = list(settings.fid_is.reference_splits) if settings.fid else []
+    datamodule = build_datamodule(cfg, loaded) if (settings.needs_references or settings.nll) else None
+    needed = list(settings.fid_is.reference_splits) if settings.needs_references else []
     for split in dict.fromkeys(needed + ([settings.nll.split] if settings.nll else [])):
         split_dataset(datamodule, split)  # a missing dataset is reported now (and downloaded once)
     diffusion = loaded.diffusion.to(device)
@@ -215,11 +217,11 @@ def run_evaluation(cfg: DictConfig, device: torch.device, out_dir: Path) -> dict
     """``mode=evaluate``: the settings and the job from the config, then the pipeline; the W&B run (if
     configured) starts before the sampling, so a missing login fails before hours of work."""
     settings = eval_settings(cfg)
-    inception_path = inception_weights(settings)  # a missing file fails now, before the sampling
+    weights = feature_weights(settings)  # a missing file fails now, before the sampling
     job = prepare(cfg, settings, device)
     settings = with_digits_score(cfg, settings, job.loaded)
     loggers = start_wandb(cfg.get("logger"), out_dir) if rank_and_world()[0] == 0 else []
-    report = evaluate_job(job, settings, out_dir, inception_path)
+    report = evaluate_job(job, settings, out_dir, weights)
     print_summary(job, report, out_dir)
     log_report(loggers, report, out_dir)  # logger=wandb: metrics, protocol, grid (rank 0)
     barrier()

@@ -12,13 +12,7 @@ from torch import Tensor
 
 from ddpm.diffusion.denoiser import LABELS_KEY
 from ddpm.errors import ConfigError
-
-
-def balanced_labels(num_images: int, num_classes: int) -> Tensor:
-    """Class-balanced labels ``i % num_classes`` (int64 [N]): the class-conditional evaluation protocol."""
-    if num_classes < 1:
-        raise ConfigError(f"balanced labels need a class-conditional model (num_classes >= 1): {num_classes}")
-    return torch.arange(int(num_images), dtype=torch.long) % int(num_classes)
+from ddpm.evaluation.generation import balanced_labels
 
 
 def labels_for(

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ddpm.diffusion.denoiser import Cond
+from ddpm.errors import ConfigError
 from ddpm.io.shards import Arrays, ShardStore
 from ddpm.sampling import iter_samples
 from ddpm.utils.distributed import rank_and_world
@@ -44,6 +45,14 @@ class GenerationSettings:
     shard_size: int = 1000
     grid_size: int = 64
     seed: int = 0
+
+
+def balanced_labels(num_images: int, num_classes: int) -> Tensor:
+    """Class-balanced labels ``i % num_classes`` (int64 [N]): the class-conditional evaluation protocol
+    (``ddpm-eval``'s ``labels=balanced`` and the in-loop FID of a class-conditional model)."""
+    if num_classes < 1:
+        raise ConfigError(f"balanced labels need a class-conditional model (num_classes >= 1): {num_classes}")
+    return torch.arange(int(num_images), dtype=torch.long) % int(num_classes)
 
 
 def generate(

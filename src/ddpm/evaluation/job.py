@@ -68,11 +68,12 @@ class EvalSettings:
 
     @property
     def computes_anything(self) -> bool:
-        return self.needs_inception or self.nll is not None or self.digits_score
+        return self.needs_inception or self.fid_is.needs_vgg16 or self.nll is not None or self.digits_score
 
     @property
     def needs_references(self) -> bool:
-        return self.fid or self.fid_is.needs_features
+        """FID, KID or precision/recall: the metrics that compare with the reference splits."""
+        return self.fid or self.fid_is.needs_features or self.fid_is.needs_vgg16
 
     @property
     def first_seeds(self) -> list[int]:
@@ -141,7 +142,7 @@ def protocol_record(
         "is_shuffle_seed": settings.fid_is.is_shuffle_seed,
         "references": fid_is.get("references", {}),
         "device_type": job.device.type,
-        **_feature_protocol(settings.fid_is, settings.generation.num_samples, fid_is.get("references", {})),
+        **_feature_protocol(settings.fid_is, settings.generation.num_samples, fid_is),
         **_conditional_protocol(job),
     }
 
@@ -163,30 +164,46 @@ def _conditional_protocol(job: EvalJob) -> dict[str, Any]:
     }
 
 
-def _feature_protocol(
-    settings: FIDSettings, num_samples: int, references: dict[str, dict[str, Any]]
-) -> dict[str, Any]:
-    """The KID / precision-recall settings, when those metrics are on (absent otherwise). KID's
-    ``subset_size`` is the m its subsets had (per reference split when they differ): fewer samples or
-    reference images than ``kid_subset_size`` make it smaller (``subset_size_requested`` then says so)."""
+def _feature_protocol(settings: FIDSettings, num_samples: int, fid_is: dict[str, Any]) -> dict[str, Any]:
+    """The KID / precision-recall settings, when those metrics are on (absent otherwise)."""
+    references = fid_is.get("references", {})
     out: dict[str, Any] = {}
     if settings.kid:
-        used = {
-            split: kid_subset_size(num_samples, ref["num_images"], settings.kid_subset_size)
-            for split, ref in references.items()
-        }
-        sizes = set(used.values()) or {kid_subset_size(num_samples, num_samples, settings.kid_subset_size)}
-        kid: dict[str, Any] = {
-            "subsets": settings.kid_subsets,
-            "subset_size": sizes.pop() if len(sizes) == 1 else used,
-            "seed": settings.kid_seed,
-        }
-        if used and min(used.values()) < settings.kid_subset_size:
-            kid["subset_size_requested"] = settings.kid_subset_size
-        out["kid"] = {**kid, "kernel": "polynomial, degree 3, gamma 1/dim, coef0 1", "estimator": "unbiased"}
+        out["kid"] = _kid_protocol(settings, num_samples, references)
     if settings.precision_recall:
-        out["precision_recall"] = {"k": settings.pr_neighbours}
+        out["precision_recall"] = {
+            "features": settings.pr_feature_space,
+            "k": settings.pr_neighbours,
+            # precision/recall depend on both set sizes: compare numbers taken with the same ones only
+            "sizes": {
+                split: {"generated": num_samples, "real": ref["num_images"]}
+                for split, ref in references.items()
+            },
+        }
+        if settings.needs_vgg16:
+            out["precision_recall"]["vgg16"] = fid_is.get("vgg16")
     return out
+
+
+def _kid_protocol(
+    settings: FIDSettings, num_samples: int, references: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """KID's settings. Its ``subset_size`` is the m its subsets had (per reference split when they
+    differ): fewer samples or reference images than ``kid_subset_size`` make it smaller
+    (``subset_size_requested`` then says so)."""
+    used = {
+        split: kid_subset_size(num_samples, ref["num_images"], settings.kid_subset_size)
+        for split, ref in references.items()
+    }
+    sizes = set(used.values()) or {kid_subset_size(num_samples, num_samples, settings.kid_subset_size)}
+    kid: dict[str, Any] = {
+        "subsets": settings.kid_subsets,
+        "subset_size": sizes.pop() if len(sizes) == 1 else used,
+        "seed": settings.kid_seed,
+    }
+    if used and min(used.values()) < settings.kid_subset_size:
+        kid["subset_size_requested"] = settings.kid_subset_size
+    return {**kid, "kernel": "polynomial, degree 3, gamma 1/dim, coef0 1", "estimator": "unbiased"}
 
 
 __all__ = ["EvalJob", "EvalSettings", "describe_cond", "draw_seeds", "protocol_record"]

@@ -7,8 +7,9 @@ report:
 1. :func:`generate_stage`, for every draw: its samples, in its own folder (draw 0 in the run directory
    itself, draw k in ``draws/seed{seeds[k]}``), each with its own fingerprint; ``samples.png`` shows the
    first draw;
-2. :func:`inception_stage`: the Inception and each reference split, loaded once for all draws, then
-   :func:`fid_is_stage` for every draw (one resumable Inception pass over its shards);
+2. :func:`networks_stage`: the feature networks (the Inception; VGG-16 for precision/recall with
+   ``pr_features=vgg16``) and each reference split, loaded once for all draws, then :func:`fid_is_stage`
+   for every draw (one resumable pass of each network over its shards);
 3. :func:`nll_stage`: the bound on a split of the data;
 4. the report (:mod:`ddpm.evaluation.report`): the draws' metrics, the protocol record, the published
    numbers, written to ``report.json`` and ``run_info.json``.
@@ -20,18 +21,21 @@ import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from ddpm.evaluation.datasets import describe_datamodule, split_dataset
 from ddpm.evaluation.fid_is import (
     feature_scores,
     fid_against,
     inception_scores,
+    reference_features_for,
     reference_for,
+    store_features,
     store_statistics,
     stored_features,
 )
@@ -43,7 +47,8 @@ from ddpm.evaluation.report import draws_report, write_report
 from ddpm.io.shards import ShardStore
 from ddpm.metrics.inception import InceptionFeatureExtractor, resolve_inception_weights
 from ddpm.metrics.names import metric_name, protocol_tag
-from ddpm.metrics.reference_cache import ReferenceSet
+from ddpm.metrics.reference_cache import ReferenceFeatures, ReferenceSet
+from ddpm.metrics.vgg16 import VGG16FeatureExtractor, resolve_vgg16_weights
 from ddpm.utils.distributed import barrier, rank_and_world
 from ddpm.utils.fingerprint import describe_sampler, fingerprint
 from ddpm.utils.images import save_image_grid
@@ -115,70 +120,130 @@ def save_grid(store: ShardStore, num_images: int, path: Path) -> Path | None:
     return save_image_grid(torch.cat(chunks)[:num_images].float() / 127.5 - 1.0, path)
 
 
-@dataclass
-class Inception:
-    """The Inception network and the reference splits (statistics, features), loaded once for all draws."""
+@dataclass(frozen=True)
+class FeatureWeights:
+    """The weights files of the feature networks the metrics need (None: not needed)."""
 
-    extractor: Any
-    references: dict[str, ReferenceSet]
+    inception: Path | None = None
+    vgg16: Path | None = None
+
+    def __bool__(self) -> bool:
+        return self.inception is not None or self.vgg16 is not None
+
+
+def feature_weights(settings: EvalSettings) -> FeatureWeights:
+    """The Inception and VGG-16 weights files the metrics need, resolved before any sampling, so that a
+    missing file stops the command at once, not after hours of sampling."""
+    fid_is = settings.fid_is
+    inception = (
+        resolve_inception_weights(fid_is.inception_weights, fid_is.allow_download)
+        if settings.needs_inception
+        else None
+    )
+    vgg16 = resolve_vgg16_weights(fid_is.vgg16_weights, fid_is.allow_download) if fid_is.needs_vgg16 else None
+    return FeatureWeights(inception, vgg16)
+
+
+def _weights_record(extractor: Any) -> dict[str, Any]:
+    return {"sha256": extractor.weights_sha256, "official": extractor.official}
+
+
+@dataclass
+class FeatureNetworks:
+    """The feature networks (the Inception; VGG-16 for precision/recall in its space) and the reference
+    splits (statistics and features of each), loaded once for all draws."""
+
+    inception: Any | None
+    references: dict[str, ReferenceSet] = field(default_factory=dict)
+    vgg16: Any | None = None
+    vgg16_references: dict[str, ReferenceFeatures] = field(default_factory=dict)
+
+    def reference_features(self, split: str) -> dict[str, Tensor]:
+        """A split's features by network (``inception``, ``vgg16``), those that were computed."""
+        out = {}
+        if split in self.references and self.references[split].features is not None:
+            out["inception"] = self.references[split].features
+        if split in self.vgg16_references:
+            out["vgg16"] = self.vgg16_references[split].features
+        return out
 
     def record(self) -> dict[str, Any]:
         """What the metrics were taken from, for the report (and the cache hits, for ``run_info.json``)."""
-        refs = {
-            split: {"dataset": r.key.dataset, "num_images": r.key.num_images, "key": r.key.digest()}
-            for split, r in self.references.items()
-        }
-        inception = {"sha256": self.extractor.weights_sha256, "official": self.extractor.official}
+        refs: dict[str, dict[str, Any]] = {}
+        for split, r in self.references.items():
+            refs[split] = {"dataset": r.key.dataset, "num_images": r.key.num_images, "key": r.key.digest()}
+        for split, v in self.vgg16_references.items():
+            ref = refs.setdefault(split, {"dataset": v.key.dataset, "num_images": v.key.num_images})
+            ref["vgg16_key"] = v.key.digest()
         hits = {split: r.hit for split, r in self.references.items()}
-        return {"references": refs, "cache_hits": hits, "inception": inception}
+        hits.update({f"{split}_vgg16": v.hit for split, v in self.vgg16_references.items()})
+        out: dict[str, Any] = {"references": refs, "cache_hits": hits}
+        out["inception"] = _weights_record(self.inception) if self.inception is not None else None
+        if self.vgg16 is not None:
+            out["vgg16"] = _weights_record(self.vgg16)
+        return out
 
 
-def inception_weights(settings: EvalSettings) -> Path | None:
-    """The Inception weights file when a metric needs one, else None: resolved before any sampling, so
-    that a missing file stops the command at once, not after hours of sampling."""
-    if not settings.needs_inception:
-        return None
-    return resolve_inception_weights(settings.fid_is.inception_weights, settings.fid_is.allow_download)
-
-
-def inception_stage(job: EvalJob, settings: EvalSettings, inception_path: Path) -> Inception:
-    """The Inception network and the statistics (and features, for KID/PR) of each reference split."""
-    extractor = InceptionFeatureExtractor(inception_path).to(job.device)
-    references = {}
-    for split in settings.fid_is.reference_splits if settings.needs_references else ():
+def networks_stage(job: EvalJob, settings: EvalSettings, weights: FeatureWeights) -> FeatureNetworks:
+    """The feature networks and, for each reference split, the Inception statistics (and features, for
+    KID / PR in Inception space) and the VGG-16 features (PR in VGG-16 space), as the metrics need."""
+    device, fid_is = job.device, settings.fid_is
+    inception = InceptionFeatureExtractor(weights.inception).to(device) if weights.inception else None
+    networks = FeatureNetworks(inception)
+    if weights.vgg16 is not None:
+        networks.vgg16 = VGG16FeatureExtractor(weights.vgg16).to(device)
+    for split in fid_is.reference_splits if settings.needs_references else ():
         with timed(job, f"reference_{split}_s"):
-            references[split] = reference_for(
-                job.datamodule,
-                split,
-                extractor,
-                settings.fid_is,
-                device=job.device,
-                progress=settings.progress,
-            )
-    return Inception(extractor, references)
+            if inception is not None and (settings.fid or fid_is.needs_features):
+                networks.references[split] = reference_for(
+                    job.datamodule, split, inception, fid_is, device=device, progress=settings.progress
+                )
+            if networks.vgg16 is not None:
+                networks.vgg16_references[split] = reference_features_for(
+                    job.datamodule, split, networks.vgg16, fid_is, device=device, progress=settings.progress
+                )
+    return networks
+
+
+def _sample_features(
+    job: EvalJob, settings: EvalSettings, store: ShardStore, shards: list[int], networks: FeatureNetworks
+) -> tuple[dict[str, float], Any, dict[str, Tensor]]:
+    """One draw's passes: ``(IS scores, Inception statistics or None, features by network)``, each pass
+    resumable over the sample shards."""
+    num, tag = settings.generation.num_samples, job_protocol_tag(job)
+    scores, stats, generated = {}, None, {}
+    if networks.inception is not None:
+        with timed(job, "sample_features_s"):
+            stats, store_of = store_statistics(networks.inception, store, shards, settings.fid_is, job.device)
+        scores = inception_scores(stats, num, tag=tag) if settings.inception_score else {}
+        if settings.fid_is.needs_features:
+            generated["inception"] = stored_features(store_of).to(job.device)
+    if networks.vgg16 is not None:
+        with timed(job, "vgg16_features_s"):
+            features = store_features(networks.vgg16, store, shards, settings.fid_is, job.device)
+        generated["vgg16"] = features.to(job.device)
+    return scores, stats, generated
 
 
 def fid_is_stage(
-    job: EvalJob, settings: EvalSettings, store: ShardStore, shards: list[int], inception: Inception
+    job: EvalJob, settings: EvalSettings, store: ShardStore, shards: list[int], networks: FeatureNetworks
 ) -> dict[str, float]:
     """IS of one draw's samples and their FID, KID and precision/recall against each reference split,
-    from one (resumable) Inception pass over the sample shards."""
-    with timed(job, "sample_features_s"):
-        stats, features = store_statistics(inception.extractor, store, shards, settings.fid_is, job.device)
+    from one (resumable) pass of each feature network over the sample shards."""
     num, tag = settings.generation.num_samples, job_protocol_tag(job)
-    metrics = inception_scores(stats, num, tag=tag) if settings.inception_score else {}
-    generated = None
-    if settings.fid_is.needs_features and inception.references:
-        generated = stored_features(features).to(job.device)
-    for split, reference in inception.references.items():
-        if settings.fid:
-            metrics[metric_name("fid", num, split, tag=tag)] = fid_against(stats, reference.stats)
-        if generated is not None:
+    metrics, stats, generated = _sample_features(job, settings, store, shards, networks)
+    splits = dict.fromkeys([*networks.references, *networks.vgg16_references])
+    for split in splits:
+        if settings.fid and stats is not None:
+            metrics[metric_name("fid", num, split, tag=tag)] = fid_against(
+                stats, networks.references[split].stats
+            )
+        if generated:
             with timed(job, "kid_pr_s"):
-                scores = feature_scores(
-                    generated, reference.features, settings.fid_is, num=num, split=split, tag=tag
+                reference = networks.reference_features(split)
+                metrics.update(
+                    feature_scores(generated, reference, settings.fid_is, num=num, split=split, tag=tag)
                 )
-                metrics.update(scores)
     return metrics
 
 
@@ -262,11 +327,11 @@ def expected_numbers(job: EvalJob, settings: EvalSettings) -> dict[str, float]:
 
 
 def evaluate_job(
-    job: EvalJob, settings: EvalSettings, out_dir: Path, inception_path: Path | None
+    job: EvalJob, settings: EvalSettings, out_dir: Path, weights: FeatureWeights
 ) -> dict[str, Any]:
     """Generate (or resume) each draw's samples, compute the metrics and write the report (rank 0).
 
-    :param inception_path: the Inception weights (:func:`inception_weights`); None: no FID/IS/KID/PR.
+    :param weights: the feature networks' weights (:func:`feature_weights`); none: no FID/IS/KID/PR.
     :return: the report: ``metrics`` (over several draws: their mean, ``metrics_std`` and ``draws``),
         ``expected`` (the published numbers), ``protocol`` and ``nll`` (the bound's summary, or None).
     """
@@ -274,10 +339,10 @@ def evaluate_job(
     draws = generate_draws(job, settings, out_dir)
     if rank == 0:
         save_grid(draws[0][0], settings.generation.grid_size, out_dir / "samples.png")
-    inception = inception_stage(job, settings, inception_path) if inception_path else None
+    networks = networks_stage(job, settings, weights) if weights else None
     per_draw = [
         {
-            **(fid_is_stage(job, settings, st, mine, inception) if inception else {}),
+            **(fid_is_stage(job, settings, st, mine, networks) if networks else {}),
             **(digits_stage(job, st) if settings.digits_score else {}),
         }
         for st, mine in draws
@@ -286,7 +351,7 @@ def evaluate_job(
     nll = nll_stage(job, settings.nll, out_dir, settings.progress) if settings.nll else None
     if nll is not None:
         report["metrics"][metric_name("nll_bpd", split=settings.nll.split)] = nll["bpd"]
-    record = inception.record() if inception else {}
+    record = networks.record() if networks else {}
     protocol = protocol_record(job, settings, draws[0][0], record)
     if len(seeds) > 1:
         protocol["seeds"] = seeds
@@ -300,19 +365,20 @@ def evaluate_job(
 
 
 __all__ = [
-    "Inception",
+    "FeatureNetworks",
+    "FeatureWeights",
     "digits_stage",
     "draw_dir",
     "evaluate_job",
     "expected_numbers",
+    "feature_weights",
     "fid_is_stage",
     "generate_draws",
     "generate_stage",
     "held_out_baseline",
-    "inception_stage",
-    "inception_weights",
     "job_family",
     "job_protocol_tag",
+    "networks_stage",
     "nll_stage",
     "save_grid",
     "timed",

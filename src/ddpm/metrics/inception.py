@@ -15,13 +15,10 @@ weights and without internet, :class:`InceptionWeightsError` says which file to 
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import sys
 import tempfile
 from contextlib import redirect_stdout
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,7 @@ from torch import Tensor, nn
 
 from ddpm.errors import DDPMError
 from ddpm.io.checkpoint_file import read_checkpoint
+from ddpm.metrics.weights_file import WeightsFile, download, file_sha256, hub_checkpoint_dir, resolve
 from ddpm.utils.images import to_uint8
 from ddpm.utils.precision import strict_fp32
 
@@ -51,81 +49,31 @@ class InceptionWeightsError(DDPMError, FileNotFoundError):
     """The Inception weights are missing, undownloadable or not the TF-compatible Inception."""
 
 
-def hub_checkpoint_dir() -> Path:
-    """``$TORCH_HOME/hub/checkpoints`` (``~/.cache/torch/hub/checkpoints`` by default)."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
+INCEPTION_FILE = WeightsFile(
+    label="Inception",
+    filename=INCEPTION_FILENAME,
+    urls=INCEPTION_URLS,
+    sha256_prefix=OFFICIAL_SHA256_PREFIX,
+    env_var=ENV_VAR,
+    config_key="metrics.inception_weights",
+    error=InceptionWeightsError,
+    aliases=(TORCH_FIDELITY_FILENAME,),
+)
 
 
 def fetch_instructions(reason: str) -> str:
     """The one-line error of a missing Inception file: what to fetch, where to put it, how to pass it."""
-    target = hub_checkpoint_dir() / INCEPTION_FILENAME
-    return (
-        f"{reason}: download {INCEPTION_URLS[0]} on a machine with internet and copy it to {target}, "
-        f"or pass its path (ddpm-eval: metrics.inception_weights=/path/to/{INCEPTION_FILENAME}) "
-        f"(or the environment variable {ENV_VAR})"
-    )
+    return INCEPTION_FILE.instructions(reason, hub_checkpoint_dir())
 
 
 def _download(destination: Path) -> None:
     """Download the weights to ``destination`` (atomic: torch writes a temporary file, then renames)."""
-    errors = []
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    for url in INCEPTION_URLS:
-        try:
-            torch.hub.download_url_to_file(
-                url, str(destination), hash_prefix=OFFICIAL_SHA256_PREFIX, progress=False
-            )
-            return
-        except Exception as exc:  # no network, proxy, HTTP error, hash mismatch
-            errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-    raise OSError("; ".join(errors))
+    download(INCEPTION_FILE, destination)
 
 
 def resolve_inception_weights(weights_path: str | Path | None = None, allow_download: bool = True) -> Path:
     """The path of the Inception weights file, downloading it into torch hub's cache if allowed."""
-    if weights_path:
-        path = Path(weights_path).expanduser()
-        if not path.is_file():
-            raise InceptionWeightsError(fetch_instructions(f"Inception weights {path} do not exist"))
-        return path
-    if os.environ.get(ENV_VAR):
-        path = Path(os.environ[ENV_VAR]).expanduser()
-        if not path.is_file():
-            raise InceptionWeightsError(fetch_instructions(f"{ENV_VAR}={path} does not exist"))
-        return path
-    for name in (INCEPTION_FILENAME, TORCH_FIDELITY_FILENAME):
-        if (hub_checkpoint_dir() / name).is_file():
-            return hub_checkpoint_dir() / name
-    destination = hub_checkpoint_dir() / INCEPTION_FILENAME
-    if not allow_download:
-        raise InceptionWeightsError(
-            fetch_instructions(f"no Inception weights in {hub_checkpoint_dir()} and downloads are disabled")
-        )
-    log.info("Downloading the Inception weights to %s", destination)
-    try:
-        _download(destination)
-    except OSError as exc:
-        raise InceptionWeightsError(
-            fetch_instructions(
-                f"no Inception weights in {hub_checkpoint_dir()} and the download failed ({exc})"
-            )
-        ) from None
-    return destination
-
-
-@lru_cache(maxsize=16)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file (memoised on path, size and modification time)."""
-    stat = Path(path).stat()
-    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    return resolve(INCEPTION_FILE, weights_path, allow_download, hub_checkpoint_dir(), _download)
 
 
 def _build_extractor(weights_path: Path | None) -> nn.Module:

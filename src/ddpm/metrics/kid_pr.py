@@ -129,10 +129,11 @@ def kid(
         raise ValueError(f"KID needs subsets of at least 2 features, got {n_1} and {n_2} features")
     if m < subset_size:
         log.warning(
-            "KID on subsets of %d features, fewer than kid_subset_size=%d (%d generated, %d real; "
-            "torch-fidelity refuses this): not comparable with KID at %d; the report records %d",
-            m, subset_size, n_1, n_2, subset_size, m,
-        )  # fmt: skip
+            "KID on subsets of %(m)d features, fewer than kid_subset_size=%(size)d (%(n_1)d generated, "
+            "%(n_2)d real; torch-fidelity refuses this): not comparable with KID at %(size)d; the report "
+            "records %(m)d",
+            {"m": m, "size": subset_size, "n_1": n_1, "n_2": n_2},
+        )
     rank, world = rank_and_world()
     rng = np.random.RandomState(seed)
     mmds = torch.zeros(subsets, dtype=torch.float64, device=generated.device)

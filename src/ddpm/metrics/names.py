@@ -1,12 +1,15 @@
-"""The one function that names every metric: ``{metric}[_{count}][_{tag}][_{split}][_{detail}]``.
+"""The one function that names every metric:
+``{metric}[_{features}][_{count}][_{tag}][_{split}][_{detail}]``.
 
 A name states the protocol of its number, so that numbers taken under different protocols never share a
-name: the number of images (FID of 10k samples is biased upwards against FID of 50k), what differs from the
-paper's sampling protocol (:func:`protocol_tag`: the sampler and its steps ``ddim50``, raw weights, another
-variance, guidance), the dataset split compared with, and a detail (IS splits, a std). E.g.
-``fid_50k_train`` (the paper's Table 1: its protocol only), ``fid_50k_ddim50_train``,
-``fid_10k_ddim100_train`` (in-loop), ``is_50k_10splits``, ``kid_10k_train_std``, ``nll_bpd_test``,
-``digits_score_256``, ``class_accuracy_w3``.
+name: the feature space where a metric can be taken in several (precision/recall: ``inception`` pool-3 as
+the ADM evaluator, or ``vgg16`` fc2 as Kynkaenniemi et al. and torch-fidelity), the number of images (FID of
+10k samples is biased upwards against FID of 50k), what differs from the paper's sampling protocol
+(:func:`protocol_tag`: the sampler and its steps ``ddim50``, raw weights, another variance, guidance), the
+dataset split compared with, and a detail (IS splits, a std). E.g. ``fid_50k_train`` (the paper's Table 1:
+its protocol only), ``fid_50k_ddim50_train``, ``fid_10k_ddim100_train`` (in-loop), ``is_50k_10splits``,
+``kid_10k_train_std``, ``precision_vgg16_50k_train``, ``nll_bpd_test``, ``digits_score_256``,
+``class_accuracy_w3``.
 """
 
 from __future__ import annotations
@@ -69,18 +72,25 @@ def scale_name(scale: float | None) -> str:
 
 
 def metric_name(
-    metric: str, num: int | None = None, split: str | None = None, *, tag: str = "", detail: str = ""
+    metric: str,
+    num: int | None = None,
+    split: str | None = None,
+    *,
+    tag: str = "",
+    detail: str = "",
+    features: str = "",
 ) -> str:
     """``metric`` named with its protocol; each part is left out when not given.
 
     :param metric: what is measured: ``fid``, ``is``, ``kid``, ``precision``, ``nll_bpd``, ...
+    :param features: the feature space it was taken in, where it names one (``inception``, ``vgg16``).
     :param num: the number of images it was taken from (written by :func:`count_label`).
     :param split: the dataset split it was compared with or taken on (``train``, ``test``).
     :param tag: what differs from the paper's protocol (:func:`protocol_tag`; '' for the paper's).
     :param detail: what follows the split: the IS splits (:func:`splits_label`), ``std``, ...
     :return: e.g. ``metric_name("fid", 10000, "train", tag="ddim50")`` -> ``fid_10k_ddim50_train``.
     """
-    parts = (metric, count_label(num) if num is not None else "", tag, split or "", detail)
+    parts = (metric, features, count_label(num) if num is not None else "", tag, split or "", detail)
     return "_".join(part for part in parts if part)
 
 

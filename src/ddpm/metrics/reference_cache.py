@@ -15,6 +15,11 @@ in a second file beside the statistics, ``<statistics name>-features.pt``, under
 the same Inception pass. A statistics file written without features stays valid: only the features
 are computed and written then (the cached statistics are kept as they are). Both files are written and
 read by the one pair :func:`save_cached` / :func:`load_cached`, told apart by their :class:`CacheKind`.
+
+The features of a split in a second feature space (VGG-16's, for precision/recall:
+:func:`reference_features`) are cached the same way, beside the statistics, under a :class:`FeaturesKey`:
+the split's images and that network's weights (the Inception and the IS settings play no part), in
+``<dataset>-<split>-<shape>-n<count>-<digest>-<space>-features.pt``.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ddpm.diffusion.denoiser import split_batch
 from ddpm.io.atomic import atomic_save_torch
-from ddpm.metrics.features import accumulate
+from ddpm.metrics.features import accumulate, gathered_features
 from ddpm.metrics.statistics import (
     DEFAULT_IS_SPLITS,
     TORCH_FIDELITY_SHUFFLE_SEED,
@@ -52,8 +57,29 @@ FEATURES_FORMAT = "ddpm-reference-features-v1"
 DATA_PROBES = 8  # images of a split whose pixels are part of its key
 
 
+class _Key:
+    """What the cache keys share: a JSON-able dict of their fields, its digest, and the file name stem."""
+
+    dataset: str
+    split: str
+    image_shape: tuple[int, int, int]
+    num_images: int
+
+    def as_dict(self) -> dict[str, Any]:
+        values = asdict(self)  # type: ignore[call-overload]  # every key class is a dataclass
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
+
+    def _stem(self) -> str:
+        c, h, w = self.image_shape
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.dataset)
+        return f"{name}-{self.split}-{c}x{h}x{w}-n{self.num_images}-{self.digest()[:16]}"
+
+
 @dataclass(frozen=True)
-class ReferenceKey:
+class ReferenceKey(_Key):
     """Everything reference statistics depend on; a change in any field is a cache miss."""
 
     dataset: str
@@ -65,22 +91,28 @@ class ReferenceKey:
     is_splits: tuple[int, ...] = DEFAULT_IS_SPLITS
     shuffle_seed: int | None = TORCH_FIDELITY_SHUFFLE_SEED
 
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["image_shape"] = list(self.image_shape)
-        out["is_splits"] = list(self.is_splits)
-        return out
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
-
     def filename(self) -> str:
-        c, h, w = self.image_shape
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.dataset)
-        return f"{name}-{self.split}-{c}x{h}x{w}-n{self.num_images}-{self.digest()[:16]}.pt"
+        return f"{self._stem()}.pt"
 
     def features_filename(self) -> str:
-        return self.filename().removesuffix(".pt") + "-features.pt"
+        return f"{self._stem()}-features.pt"
+
+
+@dataclass(frozen=True)
+class FeaturesKey(_Key):
+    """Everything a split's features in a second feature space depend on: its images and the weights of
+    the network (``feature_space``, e.g. ``vgg16_fc2_relu``); a change in any field is a cache miss."""
+
+    dataset: str
+    split: str
+    image_shape: tuple[int, int, int]
+    num_images: int
+    data_fingerprint: str
+    feature_space: str
+    weights_sha256: str
+
+    def filename(self) -> str:
+        return f"{self._stem()}-{self.feature_space}-features.pt"
 
 
 @dataclass
@@ -203,6 +235,22 @@ def _indexed(batches: Iterable[Any], indices: Sequence[int]) -> Iterator[tuple[T
         start += images.shape[0]
 
 
+def _split_batches(
+    dataset: Dataset, num_images: int, batch_size: int, num_workers: int, progress: str | None
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """This rank's share (images r, r + world, ...) of the first ``num_images`` of ``dataset`` as
+    ``(global indices, images)`` batches; ``progress``: the description of rank 0's progress bar."""
+    rank, world = rank_and_world()
+    indices = list(range(rank, num_images, world))
+    loader = DataLoader(
+        Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
+    batches = progress_bar(
+        loader, enabled=bool(progress) and rank == 0, description=progress or "", total=len(loader)
+    )
+    return _indexed(batches, indices)
+
+
 def compute_statistics(
     dataset: Dataset,
     extractor: torch.nn.Module,
@@ -217,19 +265,13 @@ def compute_statistics(
     """Inception statistics of the images ``0..key.num_images-1`` of ``dataset`` under the key's IS
     settings, sharded over the ranks, and (``keep_features``) their float32 features [num_images, dim] on
     every rank, from the same pass."""
-    rank, world = rank_and_world()
-    indices = list(range(rank, key.num_images, world))
-    loader = DataLoader(
-        Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=num_workers
-    )
     stats = statistics_for(extractor, key.num_images, key.is_splits, key.shuffle_seed, device)
     what = "features" if keep_features else "statistics"
-    description = f"{key.dataset}/{key.split} {what}"
-    batches = progress_bar(loader, enabled=progress and rank == 0, description=description, total=len(loader))
+    description = f"{key.dataset}/{key.split} {what}" if progress else None
     features = accumulate(
         stats,
         extractor,
-        _indexed(batches, indices),
+        _split_batches(dataset, key.num_images, batch_size, num_workers, description),
         batch_size=batch_size,
         device=device,
         keep_features=keep_features,
@@ -237,11 +279,49 @@ def compute_statistics(
     return stats.reduced(), None if features is None else features.cpu()
 
 
+def compute_features(
+    dataset: Dataset,
+    extractor: torch.nn.Module,
+    key: FeaturesKey,
+    *,
+    batch_size: int = 100,
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+    progress: bool = False,
+) -> Tensor:
+    """The float32 features [num_images, dim] of the images ``0..key.num_images-1`` of ``dataset``,
+    sharded over the ranks and gathered on every rank (every rank must call this)."""
+    description = f"{key.dataset}/{key.split} {key.feature_space} features" if progress else None
+    batches = _split_batches(dataset, key.num_images, batch_size, num_workers, description)
+    features = gathered_features(extractor, batches, key.num_images, batch_size=batch_size, device=device)
+    return features.cpu()
+
+
 def _probes(dataset: Dataset, num_images: int) -> Iterator[Tensor]:
     """``DATA_PROBES`` evenly spaced images [1, C, H, W] of the first ``num_images`` of ``dataset``."""
     count = min(DATA_PROBES, num_images)
     for k in range(count):
         yield split_batch(dataset[(k * (num_images - 1)) // max(count - 1, 1)])[0][None]
+
+
+def _split_identity(
+    dataset: Dataset, dataset_name: str, split: str, num_images: int | None
+) -> dict[str, Any]:
+    """What identifies the first ``num_images`` (all: None) of a split in a cache key: its name, shape,
+    count and a fingerprint of its pixels."""
+    total = len(dataset)  # type: ignore[arg-type]
+    num_images = total if num_images is None else int(num_images)
+    if not 2 <= num_images <= total:
+        raise ValueError(
+            f"{dataset_name}/{split} has {total} images; cannot use {num_images} as the reference"
+        )
+    return {
+        "dataset": dataset_name,
+        "split": split,
+        "image_shape": tuple(int(s) for s in split_batch(dataset[0])[0].shape),
+        "num_images": num_images,
+        "data_fingerprint": data_fingerprint(total, _probes(dataset, num_images)),
+    }
 
 
 def reference_key(
@@ -255,21 +335,23 @@ def reference_key(
 ) -> ReferenceKey:
     """The cache key of the first ``num_images`` (all: None) of a split; ``is_settings``: (IS splits,
     shuffle seed)."""
-    total = len(dataset)  # type: ignore[arg-type]
-    num_images = total if num_images is None else int(num_images)
-    if not 2 <= num_images <= total:
-        raise ValueError(
-            f"{dataset_name}/{split} has {total} images; cannot use {num_images} as the reference"
-        )
     return ReferenceKey(
-        dataset=dataset_name,
-        split=split,
-        image_shape=tuple(int(s) for s in split_batch(dataset[0])[0].shape),  # type: ignore[arg-type]
-        num_images=num_images,
+        **_split_identity(dataset, dataset_name, split, num_images),
         inception_sha256=str(extractor.weights_sha256),
-        data_fingerprint=data_fingerprint(total, _probes(dataset, num_images)),
         is_splits=tuple(int(s) for s in is_settings[0]),
         shuffle_seed=is_settings[1],
+    )
+
+
+def features_key(
+    dataset: Dataset, dataset_name: str, split: str, extractor: torch.nn.Module, *, num_images: int | None
+) -> FeaturesKey:
+    """The cache key of the features of the first ``num_images`` (all: None) of a split in ``extractor``'s
+    feature space (its ``feature_space`` and ``weights_sha256`` attributes)."""
+    return FeaturesKey(
+        **_split_identity(dataset, dataset_name, split, num_images),
+        feature_space=str(extractor.feature_space),
+        weights_sha256=str(extractor.weights_sha256),
     )
 
 
@@ -340,14 +422,66 @@ def reference_statistics(
     return ReferenceSet(stats if stats_missing else cached.stats, key, False, features)
 
 
+@dataclass
+class ReferenceFeatures:
+    """A split's features in a second feature space, their key, and whether they came from the cache."""
+
+    features: Tensor
+    key: FeaturesKey
+    hit: bool
+
+
+def reference_features(
+    dataset: Dataset,
+    dataset_name: str,
+    split: str,
+    extractor: torch.nn.Module,
+    cache_dir: str | Path | None,
+    *,
+    num_images: int | None = None,
+    batch_size: int = 100,
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+    progress: bool = False,
+) -> ReferenceFeatures:
+    """The features of the first ``num_images`` (all by default) of a split in ``extractor``'s feature
+    space (VGG-16's, for precision/recall), from the cache beside the statistics or computed and cached
+    there (``cache_dir=None``: not cached). Every rank must call this."""
+    key = features_key(dataset, dataset_name, split, extractor, num_images=num_images)
+    path = None if cache_dir is None else Path(cache_dir) / key.filename()
+    cached = None if path is None else load_cached(path, FEATURES, key)
+    if not any_rank(cached is None, device):
+        log.info("Reference %s features of %s/%s from %s", key.feature_space, dataset_name, split, path)
+        return ReferenceFeatures(cached, key, True)
+    features = compute_features(
+        dataset,
+        extractor,
+        key,
+        batch_size=batch_size,
+        device=device,
+        num_workers=num_workers,
+        progress=progress,
+    )
+    if path is not None and rank_and_world()[0] == 0:
+        save_cached(path, FEATURES, key, features)
+        log.info("Cached reference %s features of %s/%s in %s", key.feature_space, dataset_name, split, path)
+    barrier()
+    return ReferenceFeatures(features, key, False)
+
+
 __all__ = [
     "FEATURES",
     "STATISTICS",
     "CacheKind",
+    "FeaturesKey",
+    "ReferenceFeatures",
     "ReferenceKey",
     "ReferenceSet",
+    "compute_features",
     "compute_statistics",
+    "features_key",
     "load_cached",
+    "reference_features",
     "reference_key",
     "reference_statistics",
     "save_cached",
