@@ -84,7 +84,8 @@ def test_vgg16_precision_recall_equals_torch_fidelity(tmp_path, checkpoint, vgg1
         verbose=False,
     )
     metrics, protocol = report["metrics"], report["protocol"]
-    assert set(metrics) == {"precision_vgg16_5_ancestral10_test", "recall_vgg16_5_ancestral10_test"}
+    pr = {"precision_vgg16_5_ancestral10_test", "recall_vgg16_5_ancestral10_test"}
+    assert {k for k in metrics if not k.startswith("digits_")} == pr  # (a model of the digits: its score too)
     assert metrics["precision_vgg16_5_ancestral10_test"] == pytest.approx(
         theirs["precision"], abs=1e-6
     )  # theirs: a float32 mean
