@@ -1,6 +1,7 @@
 """A truncated or corrupt image: one line naming its key or file, or replaced and counted (skip)."""
 
 import logging
+import sys
 
 import pytest
 import torch
@@ -64,10 +65,31 @@ def test_lsun_skip_bad_images_replaces_and_counts(bad_lmdb, num_workers, caplog)
     assert loaded.shape == (8, 3, 8, 8) and torch.equal(loaded, again)
     assert torch.equal(dm.train_set[3], dm.train_set[4])  # replaced by the next good image
     reports = [r.getMessage() for r in caplog.records if "bad image(s) replaced" in r.getMessage()]
-    assert reports == ["LSUN church_outdoor train: 1 bad image(s) replaced by the next good image in epoch 0 "
-                       "(data.skip_bad_images=true)"] * 2  # fmt: skip
+    assert reports == [
+        "LSUN church_outdoor train: 1 bad image(s) replaced by the next good image in epoch 0 "
+        "(data.skip_bad_images=true)"
+    ]  # fmt: skip  (the same count again: debug level)
     if num_workers == 0:  # worker processes log to their own stderr
         assert any(key in r.getMessage() for r in caplog.records)
+
+
+def test_a_bad_image_is_named_once_per_run_also_by_the_workers_of_later_epochs(bad_lmdb, capfd):
+    root, key = bad_lmdb
+    dm = LSUNDataModule(
+        root=root, image_size=8, batch_size=4, num_workers=2, random_flip=False, skip_bad_images=True
+    )
+    logger = logging.getLogger("ddpm.data.bad_images")
+    handler = logging.StreamHandler(sys.stderr)  # the forked workers write here too
+    logger.addHandler(handler)
+    try:
+        dm.setup("fit")
+        for _ in range(3):  # new workers every epoch
+            list(dm.train_dataloader())
+    finally:
+        logger.removeHandler(handler)
+    err = capfd.readouterr().err
+    assert err.count(f"LSUN image key {key} in ") == 1
+    assert err.count("1 bad image(s) replaced") == 1
 
 
 def test_count_of_an_epoch_left_unexhausted_is_logged_when_the_next_starts(bad_lmdb, caplog):

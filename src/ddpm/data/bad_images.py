@@ -10,10 +10,13 @@ With ``data.skip_bad_images=true`` a bad item ``i`` is *replaced* by the next go
 permutation and thus the resumable, exactly reproducible data order (:mod:`ddpm.data.loaders`) are
 unchanged, and the substitute is a function of the data alone: which worker meets the bad item, or
 whether the run was resumed, does not matter. Scanning the whole dataset at setup would also be exact,
-but decodes every image (hours for LSUN bedroom). Each process warns once per bad item, naming it; the
-number of replacements is counted in shared memory across workers and logged by the training loader at
-the end of every epoch (when the loop stops after the epoch's last batch without exhausting the
-loader, as Lightning does, at the start of the next; by ``teardown`` for the last one).
+but decodes every image (hours for LSUN bedroom). A bad item is named in one warning per run: the
+items already named are kept in shared memory, so the workers forked anew for every epoch do not name
+them again (up to :data:`_NAMED` items per worker; more are counted only). The number of replacements is
+counted in shared memory across workers and logged by the training loader at the end of an epoch (when
+the loop stops after the epoch's last batch without exhausting the loader, as Lightning does, at the
+start of the next; by ``teardown`` for the last one), as a warning when it differs from the last one
+warned (the same images are met in every epoch), else at debug level.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ddpm.errors import DDPMError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _SLOTS = 1024  # counter slots: one per DataLoader worker id (+ the main process), race-free
+_NAMED = 16  # bad items remembered as named, per slot (each slot written by its own worker only)
 
 
 class BadImageError(DDPMError):
@@ -76,8 +80,10 @@ class BadImagePolicy:
         self.skip = bool(skip)
         self.what = what
         self.counts = torch.zeros(_SLOTS + 1, dtype=torch.int64).share_memory_()
-        self._warned: set[int] = set()
+        self.named = torch.full((_SLOTS + 1, _NAMED), -1, dtype=torch.int64).share_memory_()
+        self._warned: set[int] = set()  # named by this process (also past _NAMED)
         self._pid = os.getpid()
+        self._reported = 0  # the count last reported as a warning
 
     def load(self, index: int, size: int, load: Callable[[int], T]) -> T:
         """``load(index)``; on :class:`BadImageError`, raise it or return the next good item."""
@@ -96,21 +102,30 @@ class BadImagePolicy:
         raise BadImageError(f"{self.what}: every one of its {size} images is bad")
 
     def _note(self, index: int, exc: BadImageError, count: bool = True) -> None:
+        info = get_worker_info()
+        slot = _SLOTS if info is None else info.id % _SLOTS
         if count:
-            info = get_worker_info()
-            self.counts[_SLOTS if info is None else info.id % _SLOTS] += 1
+            self.counts[slot] += 1
         if os.getpid() != self._pid:  # a forked worker: its own set of warnings
             self._warned, self._pid = set(), os.getpid()
-        if index not in self._warned:
-            self._warned.add(index)
-            detail = getattr(exc, "detail", str(exc))
-            log.warning("%s: replaced by the next good image (data.skip_bad_images=true)", detail)
+        if index in self._warned or bool((self.named == index).any()):
+            return  # named already in this run, by this process or by any worker of an earlier epoch
+        self._warned.add(index)
+        free = (self.named[slot] < 0).nonzero()
+        if len(free):
+            self.named[slot, int(free[0])] = index
+        detail = getattr(exc, "detail", str(exc))
+        log.warning("%s: replaced by the next good image (data.skip_bad_images=true)", detail)
 
     def report(self, when: str) -> int:
-        """Log and reset the number of replacements since the last report; returns it."""
+        """Log and reset the number of replacements since the last report (a warning when it differs from
+        the last one warned); returns it."""
         total = int(self.counts.sum())
         if total:
-            log.warning(
+            level = logging.DEBUG if total == self._reported else logging.WARNING
+            self._reported = total
+            log.log(
+                level,
                 "%s: %d bad image(s) replaced by the next good image %s (data.skip_bad_images=true)",
                 self.what,
                 total,
