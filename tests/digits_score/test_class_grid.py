@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
+from PIL import Image
 
 from ddpm.callbacks import SampleGridCallback
 from ddpm.data.digits import load_digit_images, load_digit_labels
@@ -76,3 +78,23 @@ def test_one_callback_draws_plain_and_class_grids(tmp_path):
     assert plain.accuracy == {} and plain.last_metrics == {}
     with pytest.raises(ConfigError, match="num_classes"):
         SampleGridCallback(tmp_path, score_digits=True)
+
+
+def test_tensorboard_gets_the_png_picture_with_row_labels(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    logged = []
+    tensorboard = TensorBoardLogger(tmp_path / "tb")
+    tensorboard._experiment = SimpleNamespace(add_image=lambda *args, **kw: logged.append((args, kw)))
+    oracle = _digit_oracle()
+    callback = SampleGridCallback(
+        tmp_path / "grids", num_classes=10, per_class=2, sampler=lambda d: DDIMSampler(d, steps=2)
+    )
+    module = SimpleNamespace(ema_net=oracle, diffusion=oracle.diffusion, device=torch.device("cpu"))
+    datamodule = SimpleNamespace(image_shape=(1, 16, 16))
+    trainer = SimpleNamespace(global_rank=0, global_step=5, loggers=[tensorboard], datamodule=datamodule)
+    png = np.array(Image.open(callback.run(trainer, module, final=True)))
+    (tag, pixels, step), options = logged[0]
+    assert (tag, step, options) == ("samples_none", 5, {"dataformats": "HWC"})
+    np.testing.assert_array_equal(pixels, png)  # enlarged as the PNG (16x16 digits: 4 times), labelled
+    assert png.shape[0] == (10 * (16 + 2) + 2) * 4 and png.shape[1] > (2 * (16 + 2) + 2) * 4

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
@@ -23,7 +24,7 @@ from ddpm.errors import ConfigError
 from ddpm.metrics.names import metric_name, scale_name
 from ddpm.sampling import AncestralSampler, iter_samples
 from ddpm.sampling.guidance import with_guidance
-from ddpm.utils.images import image_grid, save_image_grid
+from ddpm.utils.images import grid_image, save_png
 
 SamplerFactory = Callable[[GaussianDiffusion], object]
 
@@ -32,8 +33,9 @@ class SampleGridCallback(PeriodicEMACallback):
     """Every ``every_n_steps`` optimizer steps (and at the end of training) sample the EMA model.
 
     Unconditional (``num_classes=0``): ``num_samples`` images in ``step_XXXXXXX.png``. Class-conditional
-    (``num_classes > 0``): ``per_class`` images of every class (row k: class k) with each guidance scale,
-    in ``step_XXXXXXX_<scale>.png`` (``w0``, ``w3``; ``none``: no guidance). The same seeds are used every
+    (``num_classes > 0``): ``per_class`` images of every class (row k: class k, labelled at its left) with
+    each guidance scale, in ``step_XXXXXXX_<scale>.png`` (``w0``, ``w3``; ``none``: no guidance). Every
+    logger gets the picture of the PNG (enlarged small images, row labels). The same seeds are used every
     time, so successive grids show the same images improving. Only global rank 0 samples (the EMA network
     is not wrapped by DDP, so this needs no collective).
 
@@ -104,16 +106,34 @@ class SampleGridCallback(PeriodicEMACallback):
         )
         return next(batches)[1]
 
-    def save(self, trainer: L.Trainer, images: Tensor, suffix: str = "", nrow: int | None = None) -> Path:
-        """Write ``step_XXXXXXX{suffix}.png`` and log it as ``samples{suffix}`` to W&B and TensorBoard."""
+    def save(
+        self,
+        trainer: L.Trainer,
+        images: Tensor,
+        suffix: str = "",
+        nrow: int | None = None,
+        row_labels: Sequence[str] | None = None,
+    ) -> Path:
+        """Write ``step_XXXXXXX{suffix}.png`` and log the same picture (enlarged, with the rows' labels)
+        as ``samples{suffix}`` to W&B and TensorBoard."""
         step = trainer.global_step
-        self.last_path = save_image_grid(images, self.output_dir / f"step_{step:07d}{suffix}.png", nrow=nrow)
+        picture = grid_image(images, nrow, row_labels=row_labels)
+        self.last_path = save_png(picture, self.output_dir / f"step_{step:07d}{suffix}.png")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key=f"samples{suffix}", images=[str(self.last_path)], step=step)
             elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(f"samples{suffix}", image_grid(images, nrow), step)
+                pixels = np.asarray(picture)
+                logger.experiment.add_image(f"samples{suffix}", pixels, step, dataformats="HWC")
         return self.last_path
+
+    def row_labels(self, datamodule: object) -> list[str]:
+        """The label written left of each row of a class grid: the class name (the datamodule's
+        ``class_names``) or its number."""
+        names = getattr(datamodule, "class_names", None)
+        if names is None or len(names) != self.num_classes:
+            return [str(k) for k in range(self.num_classes)]
+        return [f"{k} {name}" for k, name in enumerate(names)]
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule, final: bool) -> Path | None:
         if trainer.global_rank != 0:
@@ -126,7 +146,8 @@ class SampleGridCallback(PeriodicEMACallback):
         self.accuracy = {}
         for scale in self.guidance_scales:
             images = self.sample(pl_module, shape, scale)
-            self.save(trainer, images, f"_{scale_name(scale)}", nrow=self.per_class)
+            rows = self.row_labels(trainer.datamodule)
+            self.save(trainer, images, f"_{scale_name(scale)}", nrow=self.per_class, row_labels=rows)
             if self.score_digits:
                 self.accuracy[scale_name(scale)] = self.class_accuracy(images)
         self.report_accuracy(trainer, pl_module, final)
