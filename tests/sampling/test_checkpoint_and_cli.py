@@ -148,6 +148,34 @@ def test_ddpm_sample_writes_png_and_npz_reproducibly(tiny_checkpoint, tmp_path):
         sample_app(compose_sample([*common, "save_png=false", f"output_dir={tmp_path}/c"]))
 
 
+def test_ddpm_sample_defaults_to_the_sampler_the_run_was_trained_with(tiny_checkpoint, tmp_path, caplog):
+    common = [f"ckpt_path={tiny_checkpoint}", "num_samples=2", "progress=false", "save_png=false"]
+    common.append("save_npz=true")
+    stored = checkpoint_config(read_checkpoint(tiny_checkpoint), tiny_checkpoint)["sampler"]
+    assert stored["_target_"] == "ddpm.sampling.AncestralSampler"
+    with caplog.at_level("INFO", logger="ddpm.cli.ddpm_sample"):
+        own = sample_app(compose_sample([*common, f"output_dir={tmp_path}/own"]))
+    assert "the one the run was trained with" in caplog.text and "AncestralSampler" in caplog.text
+    ancestral = sample_app(compose_sample([*common, "sampler=ancestral", f"output_dir={tmp_path}/a"]))
+    ddim = sample_app(compose_sample([*common, "sampler=ddim", f"output_dir={tmp_path}/ddim"]))
+    assert torch.equal(own["images"], ancestral["images"]) and not torch.equal(own["images"], ddim["images"])
+
+
+def test_a_stored_sampler_is_built_only_through_the_allowlist(tiny_checkpoint):
+    from types import SimpleNamespace
+
+    from ddpm.cli.ddpm_sample import sampler_factory
+    from ddpm.io.stored_config import StoredConfigError
+
+    cfg = compose_sample([f"ckpt_path={tiny_checkpoint}"])
+    stored = {"sampler": {"_target_": "os.system", "_args_": ["true"]}}
+    loaded = SimpleNamespace(config=stored, source="x.ckpt")
+    with pytest.raises(StoredConfigError, match="sampler._target_ = os.system is not a class of this"):
+        sampler_factory(cfg, loaded)
+    loaded.config = None  # weights without a run config (a diffusers folder): DDIM
+    assert type(sampler_factory(cfg, loaded)(GaussianDiffusion(num_timesteps=100))).__name__ == "DDIMSampler"
+
+
 @pytest.mark.slow
 def test_ddpm_sample_compiled_equals_eager(tiny_checkpoint, tmp_path):
     common = [f"ckpt_path={tiny_checkpoint}", "sampler=ddim", "sampler.steps=4", "progress=false"]

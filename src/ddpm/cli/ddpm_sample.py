@@ -1,6 +1,6 @@
 """``ddpm-sample``: draw N images from a ``ddpm-train`` checkpoint with any sampler (a Hydra app).
 
-    ddpm-sample ckpt_path=/path/to/last.ckpt                                  # DDIM, 50 steps, 64 images
+    ddpm-sample ckpt_path=/path/to/last.ckpt                 # 64 images with the run's own sampler
     ddpm-sample ckpt_path=... sampler=dpm_solver_pp_2m sampler.steps=20
     ddpm-sample ckpt_path=... sampler=ancestral num_samples=50000 save_npz=true save_png=false
     ddpm-sample ckpt_path=... sampler=ddim sampler.eta=1.0 sampler.spacing=quadratic
@@ -8,9 +8,13 @@
 
 Writes ``samples.png`` (a grid of the first ``png_max_images``) and/or ``samples.npz`` (uint8
 [N, H, W, C] under ``arr_0``, ``seeds`` and, for a class-conditional model, ``labels``) into the run
-directory. Image i is generated from seed ``seed + i`` (and its label), so any subset can be regenerated
-alone. ``labels`` (a class index, a list, or ``balanced`` = ``i % num_classes``) asks a class-conditional
-model for classes; ``guidance_scale=w`` samples with classifier-free guidance (:mod:`ddpm.sampling.guidance`).
+directory. Without ``sampler=...`` a ``ddpm-train`` checkpoint is sampled with the sampler its run was
+trained with (the ``sampler`` group of the config it stores, which drew the run's grids; built only
+through the allowlist of :mod:`ddpm.io.stored_config`), other weights with DDIM (50 steps); the log
+says which and why. Image i is generated from seed ``seed + i`` (and its label), so any subset can be
+regenerated alone. ``labels`` (a class index, a list, or ``balanced`` = ``i % num_classes``) asks a
+class-conditional model for classes; ``guidance_scale=w`` samples with classifier-free guidance
+(:mod:`ddpm.sampling.guidance`).
 """
 
 from __future__ import annotations
@@ -29,16 +33,18 @@ from ddpm.cli.task_wrapper import run_app, run_task
 from ddpm.diffusion.denoiser import LABELS_KEY
 from ddpm.errors import ConfigError
 from ddpm.io.atomic import atomic_write
+from ddpm.io.stored_config import instantiate_stored
 from ddpm.models.shape import image_shape_of
-from ddpm.sampling import iter_samples, with_guidance
+from ddpm.sampling import iter_samples, make_sampler, with_guidance
 from ddpm.utils.compile import compile_for_sampling
 from ddpm.utils.config import config_dir
 from ddpm.utils.device import resolve_device
 from ddpm.utils.images import save_image_grid, to_uint8
-from ddpm.weights import load_model
+from ddpm.weights import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
 USAGE = "ddpm-sample ckpt_path=<a ddpm-train .ckpt, a diffusers folder or a pesser state dict>"
+FALLBACK_SAMPLER = "ddim"  # for weights that carry no run config (diffusers folders, pesser state dicts)
 
 
 def _check(cfg: DictConfig) -> None:
@@ -67,6 +73,32 @@ def _write(
     return result
 
 
+def sampler_factory(cfg: DictConfig, loaded: LoadedModel) -> Any:
+    """``sampler(diffusion)``: the command line's ``sampler=...``, else the one the run was trained with
+    (its stored config's ``sampler``, a file's data: allowlisted targets only), else DDIM; logs which."""
+    if cfg.get("sampler") is not None:
+        log.info("Sampler: %s (sampler=... on the command line)", cfg.sampler.get("_target_"))
+        return hydra.utils.instantiate(cfg.sampler)
+    stored = (loaded.config or {}).get("sampler")
+    if stored is not None:
+        fix = "pass sampler=<name> (ddim, ancestral, ...) to choose one"
+        factory = instantiate_stored(stored, loaded.source, "sampler", fix=fix)
+        settings = {k: v for k, v in stored.items() if not k.startswith("_")}
+        log.info(
+            "Sampler: %s %s, the one the run was trained with (its config's sampler; sampler=<name> "
+            "chooses another)",
+            stored.get("_target_"),
+            settings,
+        )
+        return factory
+    log.info(
+        "Sampler: %s with its defaults (%s stores no run config; sampler=<name> chooses another)",
+        FALLBACK_SAMPLER,
+        loaded.source,
+    )
+    return lambda diffusion: make_sampler(FALLBACK_SAMPLER, diffusion)
+
+
 def generate_images(cfg: DictConfig) -> dict[str, Any]:
     """Load the checkpoint, sample ``num_samples`` images, write PNG/NPZ; returns paths and images."""
     _check(cfg)
@@ -75,7 +107,7 @@ def generate_images(cfg: DictConfig) -> dict[str, Any]:
     net = loaded.net.to(device)
     scale = cfg.get("guidance_scale")
     cond = label_cond(cfg.get("labels"), int(cfg.num_samples), getattr(net, "num_classes", 0), scale)
-    sampler = with_guidance(hydra.utils.instantiate(cfg.sampler)(loaded.diffusion.to(device)), scale)
+    sampler = with_guidance(sampler_factory(cfg, loaded)(loaded.diffusion.to(device)), scale)
     shape = image_shape_of(net, loaded.config.get("model") if loaded.config else None, cfg.get("image_shape"))
     seeds = list(range(int(cfg.seed), int(cfg.seed) + int(cfg.num_samples)))
     name = type(sampler).__name__
