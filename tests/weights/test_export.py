@@ -191,11 +191,13 @@ def test_an_existing_folder_is_never_overwritten(tmp_path):
 
 def test_export_cli_writes_then_refuses_in_one_line(tmp_path):
     ckpt = _checkpoint(tmp_path, [])
-    args = ["ddpm-export", f"ckpt_path={ckpt}", f"output_dir={tmp_path}/pipe", f"hydra.run.dir={tmp_path}/h"]
+    before = set(tmp_path.iterdir())
+    args = ["ddpm-export", f"ckpt_path={ckpt}", f"output_dir={tmp_path}/pipe"]
     env = {"OMP_NUM_THREADS": "1"}
     first = run_cli(args, tmp_path, env=env)
     assert first.returncode == 0, first.stderr[-2000:]
     assert (tmp_path / "pipe" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert set(tmp_path.iterdir()) - before == {tmp_path / "pipe"}  # no logs/export/runs/<time>/, no log file
     again = run_cli(args, tmp_path, env=env)
     assert again.returncode == 2 and "Traceback" not in again.stderr
     errors = [line for line in again.stderr.splitlines() if line.startswith("error:")]
