@@ -11,6 +11,7 @@ all of them behave alike:
 * anything else is a bug and keeps its traceback (as does everything with ``HYDRA_FULL_ERROR=1``);
 * in every case the W&B run is finished (one W&B run per job, also between the jobs of a sweep) and
   the ``torch.distributed`` process group is destroyed;
+* third-party lines nobody can act on are silenced (:mod:`ddpm.utils.quiet`);
 * in a multirun a job's user error is printed and the job fails (the sweeper decides what follows:
   Hydra's basic sweeper ends with it after the batch, the Optuna sweeper records a failed trial);
   the sweep's process does not print the same line again.
@@ -31,6 +32,7 @@ from ddpm.cli.hydra_errors import command_line_error
 from ddpm.errors import ConfigError, DDPMError
 from ddpm.io.stored_config import TRUST_KEY, trust_targets
 from ddpm.utils.config import in_multirun
+from ddpm.utils.quiet import quiet_third_party
 from ddpm.utils.run_dir import link_latest
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,7 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig, usage: str | None
 
     ``usage``: the command with its mandatory keys, shown when one of them is missing.
     """
+    quiet_third_party()  # also in a sweep's job processes (submitit), which run no run_app
     try:
         check_required(cfg, usage)
         trust_targets(cfg.get(TRUST_KEY) or ())  # the user's own classes, named by the user
@@ -136,6 +139,7 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig, usage: str | None
 def run_app(hydra_main: Callable[[], T]) -> T:
     """Run a ``@hydra.main`` app with the error contract, also for what Hydra raises outside the task
     (composition of the command line, a sweeper's user errors)."""
+    quiet_third_party()
     previous = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing its own multi-line report
     try:
