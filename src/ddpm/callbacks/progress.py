@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+from ddpm.utils.progress import is_terminal
 
 
 class RunProgressBar(TQDMProgressBar):
@@ -16,6 +20,9 @@ class RunProgressBar(TQDMProgressBar):
     runs from the resumed step to ``max_steps`` with the rate and ETA of the run (resumed runs measure
     their rate from where they started). The logged metrics are read only when the bar refreshes (every
     ``refresh_rate`` steps): reading them copies them to the host, which waits for the device.
+    The bar is created with its total (no ``Training: 0/?`` first), and when stdout is not a terminal
+    (a pipe, a log file, CI) the validation bar, which would nest below it with cursor-up escapes written
+    as text, is not shown.
     """
 
     def __init__(self, refresh_rate: int = 10, process_position: int = 0) -> None:
@@ -29,14 +36,28 @@ class RunProgressBar(TQDMProgressBar):
         estimate = trainer.estimated_stepping_batches
         return float(estimate) if math.isfinite(estimate) else math.inf
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_start(trainer, pl_module)
-        bar = self.train_progress_bar
-        total = self.total_steps(trainer)
-        bar.reset(total=None if math.isinf(total) else int(total))
-        bar.unit = "step"
-        bar.initial = bar.n = trainer.global_step
-        bar.set_description("train")
+    def init_train_tqdm(self) -> Tqdm:
+        """The run's bar, from the resumed step to ``max_steps``."""
+        total = self.total_steps(self.trainer)
+        return Tqdm(
+            desc="train",
+            total=None if math.isinf(total) else int(total),
+            initial=self.trainer.global_step,
+            unit="step",
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stdout,
+            smoothing=0,
+            bar_format=self.BAR_FORMAT,
+        )
+
+    def init_validation_tqdm(self) -> Tqdm:
+        """Lightning's validation bar on a terminal (or alone, in ``trainer.validate``); else a silent one."""
+        if self.trainer.state.fn == "validate" or is_terminal(sys.stdout):
+            return super().init_validation_tqdm()
+        return Tqdm(disable=True)
 
     def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
         """One bar for the whole run: nothing to reset between epochs."""
