@@ -159,6 +159,17 @@ def consecutive_runs(numbers: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
+def quiet_optuna() -> None:
+    """Optuna's lines through Python logging (Hydra's console and log file: no raw colour codes from its
+    own colorlog handler in a pipe or a log file), its warnings only; SQLAlchemy's migration tool
+    (alembic, which prints two INFO lines whenever a study database is opened) its warnings only. The
+    sweeper logs each trial's outcome itself (:meth:`ResumableOptunaSweeperImpl._tell`)."""
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def tell(study: optuna.study.Study, trial: Trial, state: TrialState, values: list[float] | None) -> None:
     """``study.tell``, where an exhausted GridSampler's ``Study.stop`` (not allowed outside optimize) is no
     error: the trial is recorded all the same."""
@@ -173,6 +184,7 @@ class ResumableOptunaSweeperImpl(OptunaSweeperImpl):
     """The Optuna sweeper with the module's semantics: see the module docstring."""
 
     def sweep(self, arguments: list[str]) -> None:
+        quiet_optuna()
         check_storage_backend(self.storage)
         space = self._search_space(arguments)
         self._refuse_unloggable_metric(space)
@@ -285,6 +297,8 @@ class ResumableOptunaSweeperImpl(OptunaSweeperImpl):
             log.warning(f"Trial {trial.number} returned NaN (diverged): marked FAIL, the sweep goes on")
             return None
         tell(study, trial, TrialState.COMPLETE, values)
+        shown = values[0] if len(values) == 1 else values
+        log.info(f"Trial {trial.number}: {shown} with {trial.params}")
         return None
 
     def _check_failures(self, failures: list[str], launched: int) -> None:
