@@ -21,7 +21,7 @@ FIGURES = {
 }
 
 
-def _execute(path: Path, env: dict[str, str] | None = None, timeout: int = 600) -> None:
+def _execute(path: Path, env: dict[str, str] | None = None, timeout: int = 600) -> nbformat.NotebookNode:
     notebook = nbformat.read(path, as_version=4)
     old = {k: os.environ.get(k) for k in env or {}}
     os.environ.update(env or {})  # the kernel inherits this process's environment
@@ -32,7 +32,7 @@ def _execute(path: Path, env: dict[str, str] | None = None, timeout: int = 600) 
             kernel_name="python3",
             resources={"metadata": {"path": str(path.parent)}},
         )
-        client.execute()
+        return client.execute()
     finally:
         for k, v in old.items():
             if v is None:
@@ -55,8 +55,12 @@ def test_forward_process_notebook_runs():
 
 def test_paper_figures_notebook_draws_every_figure(tmp_path):
     out = tmp_path / "figures"
-    _execute(NOTEBOOKS / "paper_figures.ipynb", {"DDPM_NOTEBOOK_FAST": "1", "DDPM_NOTEBOOK_OUT": str(out)})
+    env = {"DDPM_NOTEBOOK_FAST": "1", "DDPM_NOTEBOOK_OUT": str(out)}
+    done = _execute(NOTEBOOKS / "paper_figures.ipynb", env)
     assert {p.stem for p in out.glob("*.png")} == FIGURES
+    shown = [o.get("data", {}) for cell in done.cells for o in cell.get("outputs", [])]
+    shown = [data for data in shown if "text/plain" in data and "Figure" in data["text/plain"]]
+    assert len(shown) == len(FIGURES) and all("image/png" in data for data in shown)  # images, not text
 
 
 @pytest.mark.slow
