@@ -53,11 +53,6 @@ def _run_main(program: str, args: list[str], monkeypatch, capsys, tmp_path) -> s
         ("ddpm-train", ["trainer.max_steps=[1"], ["cannot parse the override", "trainer.max_steps=[1"]),
         ("ddpm-eval", ["metrics.fdi=false"], ["did you mean metrics.fid?"]),
         ("ddpm-sample", ["num_sample=4"], ["did you mean num_samples?"]),
-        (
-            "ddpm-sample",
-            ["ckpt_path=x.ckpt", "sampler.steps=3"],
-            ["no sampler is chosen", "sampler=<name> sampler.steps=3", "ddim, ddim_quadratic"],
-        ),
         ("ddpm-sample", [], ["missing ckpt_path", "ddpm-sample ckpt_path=<"]),
         ("ddpm-export", ["ckpt_path=x.ckpt"], ["missing output_dir", "ddpm-export ckpt_path=<"]),
     ],

@@ -50,8 +50,7 @@ def test_a_trusted_name_is_a_dotted_class_name(name):
 
 def _sample(ckpt, tmp_path, monkeypatch, *extra: str) -> None:
     monkeypatch.chdir(tmp_path)
-    args = [f"ckpt_path={ckpt}", "num_samples=2", "sampler=ddim", "sampler.steps=2"]
-    args.append(f"hydra.run.dir={tmp_path / 'run'}")
+    args = [f"ckpt_path={ckpt}", "num_samples=2", "sampler.steps=2", f"hydra.run.dir={tmp_path / 'run'}"]
     monkeypatch.setattr(sys, "argv", ["ddpm-sample", *args, *extra])
     ddpm_sample.main()
 

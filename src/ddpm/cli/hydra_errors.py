@@ -19,8 +19,6 @@ from omegaconf.errors import (
     OmegaConfBaseException,
 )
 
-from ddpm.utils.config import config_dir
-
 # keys that were renamed: the old name gets a hint instead of "not a key"
 RENAMED_KEYS = {"checkpoint": "ckpt_path"}  # one key for the weights to load, in every entry point
 
@@ -35,19 +33,6 @@ def _choices(options: list[str], limit: int = 20) -> str:
     return shown + (f", ... ({len(options)} in all)" if len(options) > limit else "")
 
 
-def _unchosen_group(key: str, override: str | None) -> str | None:
-    """``sampler.steps=20`` where no ``sampler`` is chosen (ddpm-sample's default: the run's own): the
-    setting needs a name; None when ``key`` is not a config group."""
-    group = config_dir() / key
-    if "." in key or not group.is_dir() or not override or not override.startswith(f"{key}."):
-        return None
-    options = sorted(p.stem for p in group.glob("*.yaml"))
-    return (
-        f"{override} sets a setting of a {key}, and no {key} is chosen: name one with it, e.g. "
-        f"{key}=<name> {override} ({_choices(options)})"
-    )
-
-
 def unknown_key(error: OmegaConfBaseException, override: str | None = None) -> str:
     """``trainer.max_step is not a key of trainer: did you mean trainer.max_steps?``."""
     full_key = str(error.full_key)
@@ -55,9 +40,6 @@ def unknown_key(error: OmegaConfBaseException, override: str | None = None) -> s
         new = RENAMED_KEYS[full_key]
         value = override.split("=", 1)[1] if override and "=" in override else "..."
         return f"{full_key} is now called {new} (as in every ddpm command): pass {new}={value}"
-    unchosen = _unchosen_group(full_key, override)
-    if unchosen is not None:
-        return unchosen
     parent, _, key = full_key.rpartition(".")
     node = error.parent_node
     keys = [str(k) for k in node] if hasattr(node, "keys") else []
