@@ -69,8 +69,7 @@ def compose_sample(overrides: list[str]):
 def test_ddpm_sample_on_a_diffusers_folder_samples_that_network(tmp_path):
     arch = {**TINY_NET, "in_channels": 3, "out_channels": 3, "resolution": 8, "attn_resolutions": (4,)}
     unet = diffusers_folder(tmp_path / "pipe", arch)
-    settings = ["sampler=ddim", "sampler.steps=3", "num_samples=3", "batch_size=2", "save_npz=true"]
-    settings.append("progress=false")
+    settings = ["sampler.steps=3", "num_samples=3", "batch_size=2", "save_npz=true", "progress=false"]
     cfg = compose_sample([f"ckpt_path={tmp_path / 'pipe'}", *settings, f"output_dir={tmp_path / 'out'}"])
     result = generate_images(cfg)
     assert np.load(tmp_path / "out" / "samples.npz")["arr_0"].shape == (3, 8, 8, 3)
@@ -89,8 +88,7 @@ def test_ddpm_sample_on_a_pesser_state_dict(tmp_path):
     path = tmp_path / "ema_diffusion_cifar10_model" / "model-790000.ckpt"
     path.parent.mkdir()
     torch.save(net.state_dict(), path)
-    common = [f"ckpt_path={path}", "sampler=ddim", "sampler.steps=1", "num_samples=1", "save_npz=true"]
-    common.append("progress=false")
+    common = [f"ckpt_path={path}", "sampler.steps=1", "num_samples=1", "save_npz=true", "progress=false"]
     with pytest.raises(ConfigError, match="pretrained=<preset>"):
         generate_images(compose_sample([*common, f"output_dir={tmp_path / 'a'}"]))
     result = generate_images(compose_sample([*common, "pretrained=cifar10", f"output_dir={tmp_path / 'b'}"]))
