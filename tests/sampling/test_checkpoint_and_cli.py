@@ -149,16 +149,25 @@ def test_ddpm_sample_writes_png_and_npz_reproducibly(tiny_checkpoint, tmp_path):
 
 
 def test_ddpm_sample_defaults_to_the_sampler_the_run_was_trained_with(tiny_checkpoint, tmp_path, caplog):
+    from ddpm.cli.ddpm_sample import own_sampler_settings
+
     common = [f"ckpt_path={tiny_checkpoint}", "num_samples=2", "progress=false", "save_png=false"]
     common.append("save_npz=true")
     stored = checkpoint_config(read_checkpoint(tiny_checkpoint), tiny_checkpoint)["sampler"]
-    assert stored["_target_"] == "ddpm.sampling.AncestralSampler"
+    assert stored["_target_"] == "ddpm.sampling.AncestralSampler" and stored["steps"] is None
+    # the command line: no sampler named -> the run's own, with the settings it gives
+    cfg = compose_sample([*common, "sampler.steps=7", f"output_dir={tmp_path}/own"])
+    assert own_sampler_settings(cfg, [*common, "sampler.steps=7"]) == {"steps": 7}
+    assert own_sampler_settings(cfg, [*common, "sampler=ddim", "sampler.steps=7"]) is None
     with caplog.at_level("INFO", logger="ddpm.cli.ddpm_sample"):
-        own = sample_app(compose_sample([*common, f"output_dir={tmp_path}/own"]))
-    assert "the one the run was trained with" in caplog.text and "AncestralSampler" in caplog.text
-    ancestral = sample_app(compose_sample([*common, "sampler=ancestral", f"output_dir={tmp_path}/a"]))
-    ddim = sample_app(compose_sample([*common, "sampler=ddim", f"output_dir={tmp_path}/ddim"]))
-    assert torch.equal(own["images"], ancestral["images"]) and not torch.equal(own["images"], ddim["images"])
+        own = sample_app(cfg, own_sampler={"steps": 7})
+    assert "the one the run was trained with, with {'steps': 7}" in caplog.text
+    ancestral = compose_sample([*common, "sampler=ancestral", "sampler.steps=7", f"output_dir={tmp_path}/a"])
+    ddim = compose_sample([*common, "sampler=ddim", "sampler.steps=7", f"output_dir={tmp_path}/ddim"])
+    assert torch.equal(own["images"], sample_app(ancestral)["images"])
+    assert not torch.equal(own["images"], sample_app(ddim)["images"])
+    with pytest.raises(ConfigError, match="sampler.eta is not a setting of the run's sampler"):
+        sample_app(cfg, own_sampler={"eta": 0.5})
 
 
 def test_a_stored_sampler_is_built_only_through_the_allowlist(tiny_checkpoint):
@@ -171,9 +180,10 @@ def test_a_stored_sampler_is_built_only_through_the_allowlist(tiny_checkpoint):
     stored = {"sampler": {"_target_": "os.system", "_args_": ["true"]}}
     loaded = SimpleNamespace(config=stored, source="x.ckpt")
     with pytest.raises(StoredConfigError, match="sampler._target_ = os.system is not a class of this"):
-        sampler_factory(cfg, loaded)
-    loaded.config = None  # weights without a run config (a diffusers folder): DDIM
-    assert type(sampler_factory(cfg, loaded)(GaussianDiffusion(num_timesteps=100))).__name__ == "DDIMSampler"
+        sampler_factory(cfg, loaded, {})
+    loaded.config = None  # weights without a run config (a diffusers folder): the config's DDIM
+    built = sampler_factory(cfg, loaded, {})(GaussianDiffusion(num_timesteps=100))
+    assert type(built).__name__ == "DDIMSampler"
 
 
 @pytest.mark.slow
@@ -200,6 +210,12 @@ def test_ddpm_sample_cli(tiny_checkpoint, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "run" / "samples.png").is_file()
+    assert "Sampler: ddpm.sampling.DPMSolverPPSampler (sampler=<name>)" in proc.stdout  # the log
+    # no sampler named: the run's own (ancestral), with the steps given
+    own = ["ddpm-sample", f"ckpt_path={tiny_checkpoint}", "sampler.steps=3", "num_samples=2"]
+    proc = run_cli([*own, f"hydra.run.dir={tmp_path}/own"], tmp_path, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "AncestralSampler" in proc.stdout and "with {'steps': 3} from the command line" in proc.stdout
     missing = run_cli(
         ["ddpm-sample", f"ckpt_path={tmp_path}/nope.ckpt", f"hydra.run.dir={tmp_path}/run2"], tmp_path
     )

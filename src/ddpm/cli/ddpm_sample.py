@@ -8,10 +8,11 @@
 
 Writes ``samples.png`` (a grid of the first ``png_max_images``) and/or ``samples.npz`` (uint8
 [N, H, W, C] under ``arr_0``, ``seeds`` and, for a class-conditional model, ``labels``) into the run
-directory. Without ``sampler=...`` a ``ddpm-train`` checkpoint is sampled with the sampler its run was
-trained with (the ``sampler`` group of the config it stores, which drew the run's grids; built only
-through the allowlist of :mod:`ddpm.io.stored_config`), other weights with DDIM (50 steps); the log
-says which and why. Image i is generated from seed ``seed + i`` (and its label), so any subset can be
+directory. Unless the command line names a sampler (``sampler=<name>``), a ``ddpm-train`` checkpoint is
+sampled with the sampler its run was trained with (the ``sampler`` group of the config it stores, which
+drew the run's grids; built only through the allowlist of :mod:`ddpm.io.stored_config`), with the
+command line's ``sampler.<key>=...`` settings; other weights with the config's sampler (DDIM, 50 steps).
+The log says which and why. Image i is generated from seed ``seed + i`` (and its label), so any subset can be
 regenerated alone. ``labels`` (a class index, a list, or ``balanced`` = ``i % num_classes``) asks a
 class-conditional model for classes; ``guidance_scale=w`` samples with classifier-free guidance
 (:mod:`ddpm.sampling.guidance`).
@@ -19,6 +20,7 @@ class-conditional model for classes; ``guidance_scale=w`` samples with classifie
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,8 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ddpm.cli.labels import label_cond
 from ddpm.cli.task_wrapper import run_app, run_task
@@ -35,7 +38,7 @@ from ddpm.errors import ConfigError
 from ddpm.io.atomic import atomic_write
 from ddpm.io.stored_config import instantiate_stored
 from ddpm.models.shape import image_shape_of
-from ddpm.sampling import iter_samples, make_sampler, with_guidance
+from ddpm.sampling import iter_samples, with_guidance
 from ddpm.utils.compile import compile_for_sampling
 from ddpm.utils.config import config_dir
 from ddpm.utils.device import resolve_device
@@ -44,7 +47,6 @@ from ddpm.weights import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
 USAGE = "ddpm-sample ckpt_path=<a ddpm-train .ckpt, a diffusers folder or a pesser state dict>"
-FALLBACK_SAMPLER = "ddim"  # for weights that carry no run config (diffusers folders, pesser state dicts)
 
 
 def _check(cfg: DictConfig) -> None:
@@ -73,41 +75,56 @@ def _write(
     return result
 
 
-def sampler_factory(cfg: DictConfig, loaded: LoadedModel) -> Any:
-    """``sampler(diffusion)``: the command line's ``sampler=...``, else the one the run was trained with
-    (its stored config's ``sampler``, a file's data: allowlisted targets only), else DDIM; logs which."""
-    if cfg.get("sampler") is not None:
-        log.info("Sampler: %s (sampler=... on the command line)", cfg.sampler.get("_target_"))
+def sampler_factory(cfg: DictConfig, loaded: LoadedModel, own_settings: dict[str, Any] | None = None) -> Any:
+    """``sampler(diffusion)``: with ``own_settings`` (ddpm-sample's command line named no sampler) the one
+    the run was trained with, its settings replaced by ``own_settings`` (a stored config is a file's data:
+    allowlisted targets only); otherwise, or for weights without a run config, ``cfg.sampler``. Logs which."""
+    stored = (loaded.config or {}).get("sampler") if own_settings is not None else None
+    if stored is None:
+        why = "sampler=<name>" if own_settings is None else f"{loaded.source} stores no run config"
+        log.info("Sampler: %s (%s)", cfg.sampler.get("_target_"), why)
         return hydra.utils.instantiate(cfg.sampler)
-    stored = (loaded.config or {}).get("sampler")
-    if stored is not None:
-        fix = "pass sampler=<name> (ddim, ancestral, ...) to choose one"
-        factory = instantiate_stored(stored, loaded.source, "sampler", fix=fix)
-        settings = {k: v for k, v in stored.items() if not k.startswith("_")}
-        log.info(
-            "Sampler: %s %s, the one the run was trained with (its config's sampler; sampler=<name> "
-            "chooses another)",
-            stored.get("_target_"),
-            settings,
+    fix = "pass sampler=<name> (ddim, ancestral, ...) to choose one"
+    foreign = sorted(set(own_settings or {}) - set(stored))
+    if foreign:
+        raise ConfigError(
+            f"sampler.{foreign[0]} is not a setting of the run's sampler {stored.get('_target_')} (its "
+            f"settings: {', '.join(k for k in stored if not k.startswith('_'))}): {fix} with it"
         )
-        return factory
+    stored = {**stored, **(own_settings or {})}
+    factory = instantiate_stored(stored, loaded.source, "sampler", fix=fix)
     log.info(
-        "Sampler: %s with its defaults (%s stores no run config; sampler=<name> chooses another)",
-        FALLBACK_SAMPLER,
-        loaded.source,
+        "Sampler: %s %s, the one the run was trained with%s (sampler=<name> chooses another)",
+        stored.get("_target_"),
+        {k: v for k, v in stored.items() if not k.startswith("_")},
+        f", with {own_settings} from the command line" if own_settings else "",
     )
-    return lambda diffusion: make_sampler(FALLBACK_SAMPLER, diffusion)
+    return factory
 
 
-def generate_images(cfg: DictConfig) -> dict[str, Any]:
-    """Load the checkpoint, sample ``num_samples`` images, write PNG/NPZ; returns paths and images."""
+def own_sampler_settings(cfg: DictConfig, overrides: list[str]) -> dict[str, Any] | None:
+    """None when the command line ``overrides`` name a sampler (``sampler=<name>``); else the settings it
+    gives (``sampler.steps=20`` -> ``{"steps": 20}``, values as composed), for the run's own sampler."""
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    if "sampler" in keys:
+        return None
+    names = [key.split(".", 1)[1] for key in keys if key.startswith("sampler.")]
+    return {name: OmegaConf.select(cfg.sampler, name) for name in names}
+
+
+def generate_images(cfg: DictConfig, own_sampler: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load the checkpoint, sample ``num_samples`` images, write PNG/NPZ; returns paths and images.
+
+    ``own_sampler``: settings for the sampler the run was trained with, used instead of ``cfg.sampler``
+    (:func:`sampler_factory`; ddpm-sample passes them when its command line names no sampler).
+    """
     _check(cfg)
     device = resolve_device(cfg.get("device"))
     loaded = load_model(cfg.ckpt_path, cfg.get("pretrained"), use_ema=cfg.use_ema)
     net = loaded.net.to(device)
     scale = cfg.get("guidance_scale")
     cond = label_cond(cfg.get("labels"), int(cfg.num_samples), getattr(net, "num_classes", 0), scale)
-    sampler = with_guidance(sampler_factory(cfg, loaded)(loaded.diffusion.to(device)), scale)
+    sampler = with_guidance(sampler_factory(cfg, loaded, own_sampler)(loaded.diffusion.to(device)), scale)
     shape = image_shape_of(net, loaded.config.get("model") if loaded.config else None, cfg.get("image_shape"))
     seeds = list(range(int(cfg.seed), int(cfg.seed) + int(cfg.num_samples)))
     name = type(sampler).__name__
@@ -131,7 +148,8 @@ def generate_images(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="sample")
 def hydra_main(cfg: DictConfig) -> None:
-    run_task(generate_images, cfg, usage=USAGE)
+    own = own_sampler_settings(cfg, list(HydraConfig.get().overrides.task))
+    run_task(functools.partial(generate_images, own_sampler=own), cfg, usage=USAGE)
 
 
 def main() -> None:
