@@ -144,9 +144,9 @@ class SampleGridCallback(PeriodicEMACallback):
         if self.num_classes < 1:
             return self.save(trainer, self.sample(pl_module, shape))
         self.accuracy = {}
+        rows = self.row_labels(trainer.datamodule)
         for scale in self.guidance_scales:
             images = self.sample(pl_module, shape, scale)
-            rows = self.row_labels(trainer.datamodule)
             self.save(trainer, images, f"_{scale_name(scale)}", nrow=self.per_class, row_labels=rows)
             if self.score_digits:
                 self.accuracy[scale_name(scale)] = self.class_accuracy(images)
