@@ -9,6 +9,7 @@ import optuna
 import pytest
 
 from ddpm.sweeps.optuna_sweeper import quiet_optuna
+from ddpm.utils.quiet import quiet_third_party
 from tests.helpers import run_cli
 
 # each line once seen in the quickstart's output, and the text that finds it
@@ -48,7 +49,8 @@ def test_the_quickstart_in_a_pipe_prints_none_of_the_noise(tmp_path):
 
 
 def test_optuna_logs_through_python_logging_without_colour_or_set_up_lines(tmp_path, capfd, caplog):
-    quiet_optuna()
+    quiet_third_party()  # the entry points' (alembic)
+    quiet_optuna()  # the sweeper's
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/study.db", study_name="s")
     study.tell(study.ask(), 1.0)
     captured = capfd.readouterr()

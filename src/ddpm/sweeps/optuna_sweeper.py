@@ -161,13 +161,11 @@ def consecutive_runs(numbers: list[int]) -> list[tuple[int, int]]:
 
 def quiet_optuna() -> None:
     """Optuna's lines through Python logging (Hydra's console and log file: no raw colour codes from its
-    own colorlog handler in a pipe or a log file), its warnings only; SQLAlchemy's migration tool
-    (alembic, which prints two INFO lines whenever a study database is opened) its warnings only. The
-    sweeper logs each trial's outcome itself (:meth:`ResumableOptunaSweeperImpl._tell`)."""
+    own colorlog handler in a pipe or a log file), its warnings only (alembic's: :mod:`ddpm.utils.quiet`).
+    The sweeper logs each trial's outcome itself (:meth:`ResumableOptunaSweeperImpl._tell`)."""
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def tell(study: optuna.study.Study, trial: Trial, state: TrialState, values: list[float] | None) -> None:

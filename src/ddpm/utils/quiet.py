@@ -22,6 +22,9 @@ IGNORED_WARNINGS: tuple[str, ...] = (
 IGNORED_LOG_PREFIXES: tuple[str, ...] = ("💡 Tip: For seamless cloud logging",)
 # the loggers Lightning's rank_zero_info / rank_zero_warn write through (fabric's and pytorch's)
 LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+# loggers kept to their warnings: SQLAlchemy's migration tool, imported with Optuna's sweeper, logs a
+# "setup plugin ..." line per plugin on import and two lines whenever a study database is opened
+WARNINGS_ONLY = ("alembic",)
 
 
 class _DropPrefixes(logging.Filter):
@@ -32,13 +35,16 @@ class _DropPrefixes(logging.Filter):
 
 
 def quiet_third_party() -> None:
-    """Install the warning filters and the Lightning log filter (once per process)."""
+    """Install the warning filters, the Lightning log filter and the log levels (before the libraries log:
+    the entry points call it first)."""
     for pattern in IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     for name in LIGHTNING_LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropPrefixes) for f in logger.filters):
             logger.addFilter(_DropPrefixes())
+    for name in WARNINGS_ONLY:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 __all__ = ["IGNORED_LOG_PREFIXES", "IGNORED_WARNINGS", "quiet_third_party"]
