@@ -69,16 +69,17 @@ class DDPMConditionalPipeline(DiffusionPipeline):
         class_labels,
         guidance_scale: float = 1.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
-        num_inference_steps: int = 1000,
+        num_inference_steps: int | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
-        """One image per label (an int or a list); ``generator``: one per image reproduces ``ddpm-sample``."""
+        """One image per label (an int or a list); ``generator``: one per image reproduces ``ddpm-sample``;
+        ``num_inference_steps``: None is every training step (the paper's sampler)."""
         rows = self.class_rows(class_labels, float(guidance_scale))
         size = self.unet.config.sample_size
         shape = (rows.numel(), self.unet.config.in_channels, size, size)
         image = randn_tensor(shape, generator=generator, device=self.device, dtype=self.unet.dtype)
-        self.scheduler.set_timesteps(num_inference_steps)
+        self.scheduler.set_timesteps(num_inference_steps or self.scheduler.config.num_train_timesteps)
         for t in self.progress_bar(self.scheduler.timesteps):
             output = self.guided_output(image, t, rows, float(guidance_scale))
             image = self.scheduler.step(output, t, image, generator=generator).prev_sample
