@@ -21,7 +21,11 @@ from ddpm.errors import ConfigError
 from ddpm.io.checkpoint_file import CLASS_DROPOUT_KEY
 from ddpm.weights import export_checkpoint, load_model
 from tests.evaluation.helpers import write_lightning_checkpoint
-from tests.evaluation.test_conditional_eval import CONDITIONAL, compose_sample
+from tests.evaluation.test_conditional_eval import (  # noqa: F401 (a fixture)
+    CONDITIONAL,
+    compose_sample,
+    conditional_checkpoint,
+)
 from tests.evaluation.test_eval_app import eval_overrides
 from tests.helpers import compose_train, run_cli
 
@@ -57,6 +61,12 @@ def test_the_training_module_records_the_label_dropout(tmp_path):
     unconditional: dict = {}
     instantiate(compose_train([], tmp_path / "u").module).on_save_checkpoint(unconditional)
     assert unconditional == {}  # nothing to record
+
+
+def test_a_trained_checkpoint_holds_the_record(conditional_checkpoint):  # noqa: F811
+    """Lightning calls the module's hook: five training steps with label dropout 0.1, saved by the Trainer."""
+    assert torch.load(conditional_checkpoint, weights_only=True)[CLASS_DROPOUT_KEY] == 0.1
+    assert load_model(conditional_checkpoint).class_dropout == 0.1
 
 
 def test_the_record_wins_and_older_checkpoints_read_the_config(tmp_path):
