@@ -147,7 +147,10 @@ def test_a_ddpm_eval_sweep_joins_the_training_sweeps_table(tmp_path):
         (run / "report.json").write_text(json.dumps(report))
     assert register_evaluations(sweep_jobs(evals)) == [train]
     assert register_evaluations(sweep_jobs(evals)) == [train]  # listed once
-    assert (train / EVALUATIONS_FILE).read_text().splitlines() == [str(evals / "0"), str(evals / "1")]
+    recorded = json.loads((train / EVALUATIONS_FILE).read_text())
+    assert recorded == {
+        str(evals / str(n)): str(train / str(n) / "checkpoints" / "last.ckpt") for n in (0, 1)
+    }
     write_summary(train)
     assert [(r["job"], r["digits_score_16"]) for r in read_rows(train)] == [("1", "5"), ("0", "4")]
     write_summary(evals)  # the evaluation sweep's own table: its reports' numbers

@@ -24,6 +24,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from ddpm.sweeps.jobs import error_line, outcome, sweep_jobs, write_result
+from ddpm.utils.run_dir import link_latest
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class SweepSummaryCallback(Callback):
         atexit.unregister(self._summarize_once)
         try:
             self.summarize(sweep_dir)
+            link_latest(sweep_dir, parent="multiruns")  # logs/<task>/multiruns/latest: this sweep
             for training_sweep in self.join_evaluations(sweep_dir):
                 log.info(f"ddpm-eval's reports joined the summary of {training_sweep}")
                 self.summarize(training_sweep)
@@ -79,6 +81,9 @@ class SweepSummaryCallback(Callback):
         if written is None:
             return
         text, table = written
+        link_latest(
+            sweep_dir, parent="multiruns"
+        )  # ddpm-eval -m ckpt_path=logs/<task>/multiruns/latest/0/...
         if self.print_summary:
             print(f"\n{text}\nSummary: {sweep_dir / MD_FILE}, {CSV_FILE}, {PNG_FILE}", flush=True)
         if self.wandb:

@@ -1,9 +1,11 @@
 """``ddpm-eval`` runs of a sweep's checkpoints, joined to the sweep's summary.
 
 A ``ddpm-eval`` multirun over checkpoints of a training sweep (``ckpt_path=<sweep>/0/checkpoints/last.ckpt,
-<sweep>/1/...``) lists its run directories in the training sweep's ``evaluations.txt`` when it ends
-(:func:`register_evaluations`); the training sweep's summary then carries each ``report.json``'s numbers
-(named by their protocol) in the row of the job whose run directory holds the evaluated checkpoint.
+<sweep>/1/...``) records its run directories, each with the checkpoint it evaluated (resolved when the
+evaluation ends: a path through ``multiruns/latest`` names the sweep it meant then), in the training sweep's
+``evaluations.json`` (:func:`register_evaluations`); the training sweep's summary then carries each
+``report.json``'s numbers (named by their protocol) in the row of the job whose run directory holds the
+evaluated checkpoint.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ddpm.io.atomic import atomic_write
+from ddpm.io.atomic import atomic_write_json
 from ddpm.sweeps.jobs import Job, report_metrics
 
-EVALUATIONS_FILE = "evaluations.txt"
+EVALUATIONS_FILE = "evaluations.json"
 
 
 def report_checkpoint(eval_dir: Path) -> Path | None:
@@ -26,18 +28,20 @@ def report_checkpoint(eval_dir: Path) -> Path | None:
     return Path(str(source)).resolve() if source else None
 
 
+def registered(sweep_dir: Path) -> dict[str, str]:
+    """The sweep's ``evaluations.json``: ``ddpm-eval`` run directory -> the checkpoint it evaluated."""
+    path = sweep_dir / EVALUATIONS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def join_evaluations(sweep_dir: Path, jobs: list[Job]) -> None:
-    """Add the numbers of the ``ddpm-eval`` runs listed in ``evaluations.txt`` to the jobs whose run
-    directory holds the checkpoint they evaluated (later evaluations replace same-named numbers)."""
-    listed = sweep_dir / EVALUATIONS_FILE
-    if not listed.is_file():
-        return
+    """Add the numbers of the ``ddpm-eval`` runs in ``evaluations.json`` to the jobs whose run directory
+    holds the checkpoint they evaluated (later evaluations replace same-named numbers)."""
     by_dir = {job.run_dir.resolve(): job for job in jobs}
-    for line in listed.read_text().splitlines():
-        checkpoint = report_checkpoint(Path(line)) if line.strip() else None
-        owner = next((by_dir[p] for p in checkpoint.parents if p in by_dir), None) if checkpoint else None
+    for eval_dir, checkpoint in registered(sweep_dir).items():
+        owner = next((by_dir[p] for p in Path(checkpoint).parents if p in by_dir), None)
         if owner is not None:
-            owner.evaluated.update(report_metrics(Path(line)))
+            owner.evaluated.update(report_metrics(Path(eval_dir)))
 
 
 def training_sweep(checkpoint: Path) -> Path | None:
@@ -51,25 +55,17 @@ def training_sweep(checkpoint: Path) -> Path | None:
     return None
 
 
-def write_lines(path: Path, lines: list[str]) -> None:
-    text = "\n".join(lines) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
 def register_evaluations(eval_jobs: list[Job]) -> list[Path]:
-    """List each evaluation job's run directory in the ``evaluations.txt`` of the training sweep whose
-    checkpoint it evaluated (once); returns those training sweeps' directories."""
-    sweeps: dict[Path, list[str]] = {}
+    """Record each evaluation job's run directory and checkpoint in the ``evaluations.json`` of the
+    training sweep whose checkpoint it evaluated; returns those training sweeps' directories."""
+    sweeps: dict[Path, dict[str, str]] = {}
     for job in eval_jobs:
         checkpoint = report_checkpoint(job.run_dir)
         sweep = training_sweep(checkpoint) if checkpoint else None
         if sweep is not None:
-            sweeps.setdefault(sweep, []).append(str(job.run_dir.resolve()))
-    for sweep, dirs in sweeps.items():
-        path = sweep / EVALUATIONS_FILE
-        known = path.read_text().splitlines() if path.is_file() else []
-        lines = known + [d for d in dirs if d not in known]
-        write_lines(path, lines)
+            sweeps.setdefault(sweep, {})[str(job.run_dir.resolve())] = str(checkpoint)
+    for sweep, found in sweeps.items():
+        atomic_write_json(sweep / EVALUATIONS_FILE, {**registered(sweep), **found})
     return list(sweeps)
 
 

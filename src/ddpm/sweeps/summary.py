@@ -12,8 +12,9 @@
   measured IS / FID, each under its protocol name (:mod:`ddpm.sweeps.table2`);
 * ``summary.png``: every job's training loss, validation and in-loop metric curves (:mod:`ddpm.sweeps.plot`).
 
-``ddpm-eval`` multiruns of a sweep's checkpoints join it: their run directories are listed in the training
-sweep's ``evaluations.txt`` (:func:`join_evaluation_sweep`) and their ``report.json`` numbers become columns.
+``ddpm-eval`` multiruns of a sweep's checkpoints join it: their run directories are recorded in the training
+sweep's ``evaluations.json`` (:mod:`ddpm.sweeps.evaluations`) and their ``report.json`` numbers become
+columns.
 """
 
 from __future__ import annotations
