@@ -20,17 +20,14 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
-
-from ddpm.sweeps.jobs import error_line, outcome, sweep_jobs, write_result
-from ddpm.utils.run_dir import link_latest
 
 log = logging.getLogger(__name__)
 
 
 class SweepSummaryCallback(Callback):
     """Writes each job's outcome and, at the end of a multirun, the sweep's summary (module docstring).
+    Hydra builds it for single runs too: the module imports its libraries only when a multirun needs them.
 
     :param print_summary: print the summary's Markdown at the end of the sweep.
     :param wandb: log the summary to W&B when the sweep's jobs log to W&B.
@@ -42,7 +39,13 @@ class SweepSummaryCallback(Callback):
         self._sweep_dir: Path | None = None
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN or getattr(rank_zero_only, "rank", 0) != 0:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        from ddpm.sweeps.jobs import error_line, outcome, write_result
+
+        if getattr(rank_zero_only, "rank", 0) != 0:  # one DDP job: its rank 0 writes the outcome
             return
         failed = job_return.status != JobStatus.COMPLETED
         value = job_return._return_value
@@ -63,6 +66,8 @@ class SweepSummaryCallback(Callback):
         sweep_dir, self._sweep_dir = self._sweep_dir, None
         if sweep_dir is None:
             return
+        from ddpm.utils.run_dir import link_latest
+
         atexit.unregister(self._summarize_once)
         try:
             self.summarize(sweep_dir)
@@ -81,9 +86,6 @@ class SweepSummaryCallback(Callback):
         if written is None:
             return
         text, table = written
-        link_latest(
-            sweep_dir, parent="multiruns"
-        )  # ddpm-eval -m ckpt_path=logs/<task>/multiruns/latest/0/...
         if self.print_summary:
             print(f"\n{text}\nSummary: {sweep_dir / MD_FILE}, {CSV_FILE}, {PNG_FILE}", flush=True)
         if self.wandb:
@@ -95,6 +97,7 @@ class SweepSummaryCallback(Callback):
     def join_evaluations(sweep_dir: Path) -> list[Path]:
         """A ``ddpm-eval`` sweep: list its runs in the training sweeps they evaluated; those sweeps."""
         from ddpm.sweeps.evaluations import register_evaluations
+        from ddpm.sweeps.jobs import sweep_jobs
 
         return register_evaluations(sweep_jobs(sweep_dir))
 
