@@ -55,6 +55,14 @@ class Table:
     jobs: list[Job]
 
 
+def default_metric(jobs: list[Job]) -> str:
+    """The metric of jobs without ``optimized_metric``: a ``ddpm-eval`` sweep's FID against the training
+    set (what ``ddpm-eval`` returns), else its first number; a training sweep's ``val/loss_ema``."""
+    names = [name for job in jobs for name in job.evaluated]
+    fid = [name for name in names if name.startswith("fid_") and name.endswith("_train")]
+    return (fid or names or [DEFAULT_METRIC])[0]
+
+
 def sweep_objective(jobs: list[Job]) -> Objective:
     """``optimized_metric`` of the sweep's jobs (their ``.hydra/config.yaml``) and its direction (the
     sweeper's ``direction`` where it has one)."""
@@ -62,14 +70,14 @@ def sweep_objective(jobs: list[Job]) -> Objective:
         config, hydra = job.run_dir / ".hydra" / "config.yaml", job.run_dir / ".hydra" / "hydra.yaml"
         if not config.is_file():
             continue
-        metric = str(OmegaConf.select(OmegaConf.load(config), "optimized_metric", default=None) or "")
+        metric = OmegaConf.select(OmegaConf.load(config), "optimized_metric", default=None)
+        metric = str(metric) if metric else default_metric(jobs)
         direction = None
         if hydra.is_file():
             direction = OmegaConf.select(OmegaConf.load(hydra), "hydra.sweeper.direction", default=None)
-        if isinstance(direction, str):
-            return Objective(metric or DEFAULT_METRIC, direction == "maximize")
-        return Objective(metric or DEFAULT_METRIC, higher_is_better(metric or DEFAULT_METRIC))
-    return Objective(DEFAULT_METRIC, False)
+        higher = direction == "maximize" if isinstance(direction, str) else higher_is_better(metric)
+        return Objective(metric, higher)
+    return Objective(default_metric(jobs), higher_is_better(default_metric(jobs)))
 
 
 def metric_columns(jobs: list[Job], objective: Objective) -> list[str]:
