@@ -32,14 +32,14 @@ def test_a_two_job_multirun_writes_and_prints_its_summary(tmp_path):
     assert all(float(r["val/loss_ema"]) > 0 for r in rows)  # the optimized metric, best first
     assert float(rows[0]["val/loss_ema"]) <= float(rows[1]["val/loss_ema"])
     assert {r["overrides"].split()[1] for r in rows} == {
-        "module.optimizer.lr=1e-3",
-        "module.optimizer.lr=2e-3",
+        "module.optimizer.lr=0.001",  # as Hydra writes the overrides
+        "module.optimizer.lr=0.002",
     }
     assert all(float(r["eval/digits_score_180"]) >= 1 for r in rows)  # the quickstart's in-loop score
     assert (sweep / "summary.png").stat().st_size > 0
     text = (sweep / "summary.md").read_text()
     assert text in result.stdout  # printed at the end of the sweep
-    assert "| module.optimizer.lr=1e-3 |" in text and "| module.optimizer.lr=2e-3 |" in text
+    assert "| module.optimizer.lr=0.001 |" in text and "| module.optimizer.lr=0.002 |" in text
 
 
 @pytest.mark.slow  # a second real multirun (about 10 s of CPU)
