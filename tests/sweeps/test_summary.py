@@ -155,3 +155,17 @@ def test_a_ddpm_eval_sweep_joins_the_training_sweeps_table(tmp_path):
     assert [(r["job"], r["digits_score_16"]) for r in read_rows(train)] == [("1", "5"), ("0", "4")]
     write_summary(evals)  # the evaluation sweep's own table: its reports' numbers, best first
     assert [(r["job"], r["digits_score_16"]) for r in read_rows(evals)] == [("1", "5"), ("0", "4")]
+
+
+def test_the_multirun_end_writes_the_summary_and_links_the_newest_sweep(tmp_path, capsys):
+    sweeps = tmp_path / "multiruns"
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweeps / "a")}}})
+    callback = SweepSummaryCallback(wandb=False)
+    callback.on_multirun_start(config)
+    callback.on_multirun_end(config)  # stopped before its first job: nothing to summarize, no link
+    assert not (sweeps / "latest").exists() and "Summary:" not in capsys.readouterr().out
+    make_job(sweeps / "a", 0, ["seed=0"], DONE, [{"step": 5, "val/loss_ema": 0.5}])
+    callback.on_multirun_start(config)
+    callback.on_multirun_end(config)
+    assert (sweeps / "latest").resolve() == (sweeps / "a").resolve()
+    assert (sweeps / "a" / "summary.md").read_text() in capsys.readouterr().out

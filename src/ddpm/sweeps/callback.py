@@ -70,21 +70,22 @@ class SweepSummaryCallback(Callback):
 
         atexit.unregister(self._summarize_once)
         try:
-            self.summarize(sweep_dir)
-            link_latest(sweep_dir, parent="multiruns")  # logs/<task>/multiruns/latest: this sweep
+            if self.summarize(sweep_dir):  # a sweep stopped before its first job has none
+                link_latest(sweep_dir, parent="multiruns")  # logs/<task>/multiruns/latest: this sweep
             for training_sweep in self.join_evaluations(sweep_dir):
                 log.info(f"ddpm-eval's reports joined the summary of {training_sweep}")
                 self.summarize(training_sweep)
         except Exception as exc:  # the jobs' results are on disk; a summary error must not hide them
             log.warning(f"the sweep summary of {sweep_dir} failed: {type(exc).__name__}: {exc}")
 
-    def summarize(self, sweep_dir: Path) -> None:
-        """Write (and print, and log to W&B) the summary of the sweep in ``sweep_dir``."""
+    def summarize(self, sweep_dir: Path) -> bool:
+        """Write (and print, and log to W&B) the summary of the sweep in ``sweep_dir``; False when the
+        sweep has no job."""
         from ddpm.sweeps.summary import CSV_FILE, MD_FILE, PNG_FILE, write_summary
 
         written = write_summary(sweep_dir)
         if written is None:
-            return
+            return False
         text, table = written
         if self.print_summary:
             print(f"\n{text}\nSummary: {sweep_dir / MD_FILE}, {CSV_FILE}, {PNG_FILE}", flush=True)
@@ -92,6 +93,7 @@ class SweepSummaryCallback(Callback):
             from ddpm.sweeps.wandb_summary import log_summary
 
             log_summary(sweep_dir, table)
+        return True
 
     @staticmethod
     def join_evaluations(sweep_dir: Path) -> list[Path]:
