@@ -9,6 +9,7 @@ import pytest
 from tests.helpers import run_cli
 
 
+@pytest.mark.slow  # two quickstart jobs (~40 s); the table builder's unit tests are in test_summary.py
 def test_a_two_job_multirun_writes_and_prints_its_summary(tmp_path):
     result = run_cli(
         [
