@@ -1,4 +1,4 @@
-"""The in-training FID / IS and NLL callbacks on one CPU process (DDP: see test_distributed.py)."""
+"""The in-training FID / IS and NLL callbacks on one process (under DDP: evaluation/test_distributed.py)."""
 
 import functools
 import json
@@ -13,14 +13,13 @@ from ddpm.callbacks.evaluation import FIDCallback
 from ddpm.callbacks.nll import NLLCallback
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.lightning import DDPMLitModule
+from tests.evaluation.helpers import FakeDataModule, tiny_unet
 from tests.metrics.helpers import StubExtractor
-
-from .helpers import FakeDataModule, tiny_unet
 
 
 @pytest.fixture
 def stub_inception(monkeypatch):
-    """The callbacks' Inception replaced by a cheap stand-in (the real one runs in test_distributed.py)."""
+    """The callbacks' Inception replaced by a cheap stand-in (the real one in evaluation/test_distributed)."""
     extractor = StubExtractor()
     monkeypatch.setattr(evaluation_callbacks, "load_inception", lambda *args, **kwargs: extractor)
     # the start-up check of the weights file (the stand-in needs none)
