@@ -3,7 +3,6 @@
 import functools
 import json
 
-import lightning as L
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
@@ -13,7 +12,8 @@ from ddpm.callbacks.evaluation import FIDCallback
 from ddpm.callbacks.nll import NLLCallback
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.lightning import DDPMLitModule
-from tests.evaluation.helpers import FakeDataModule, tiny_unet
+from tests.evaluation.helpers import FakeDataModule
+from tests.helpers import quiet_trainer, tiny_unet
 from tests.metrics.helpers import StubExtractor
 
 
@@ -34,15 +34,11 @@ def _fit(tmp_path, callbacks, max_steps=2):
         optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
         warmup_steps=0,
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         devices=1,
         max_steps=max_steps,
         limit_val_batches=0,
         logger=CSVLogger(tmp_path, name="csv", version=""),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=callbacks,
     )
     trainer.fit(module, datamodule=FakeDataModule(n_train=16, n_test=6))
