@@ -58,24 +58,45 @@ def compose_train(overrides: list[str], output_dir: Path, config_name: str = "tr
     return cfg
 
 
+# The console scripts (pyproject.toml's [project.scripts]): each calls its module's ``main``.
+ENTRY_POINTS = {
+    "ddpm-train": "ddpm.cli.ddpm_train",
+    "ddpm-eval": "ddpm.cli.ddpm_eval",
+    "ddpm-sample": "ddpm.cli.ddpm_sample",
+    "ddpm-export": "ddpm.cli.ddpm_export",
+}
+
+
 def run_cli(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None):
     """Run a console entry point (e.g. ["ddpm-train", ...]) as a subprocess; returns CompletedProcess."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     full_env.update(env or {})
-    module = {
-        "ddpm-train": "ddpm.cli.ddpm_train",
-        "ddpm-eval": "ddpm.cli.ddpm_eval",
-        "ddpm-sample": "ddpm.cli.ddpm_sample",
-        "ddpm-export": "ddpm.cli.ddpm_export",
-    }[args[0]]
     return subprocess.run(
-        [sys.executable, "-m", module, *args[1:]],
+        [sys.executable, "-m", ENTRY_POINTS[args[0]], *args[1:]],
         cwd=cwd,
         env=full_env,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def run_main(args: list[str], cwd: Path, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """:func:`run_cli` in this process: the entry point's ``main`` as its console script calls it (``argv``,
+    start directory ``cwd``). For the error contract's many cases, where a new interpreter would cost
+    seconds a case; every entry point keeps real subprocess tests (run_cli) too."""
+    import importlib
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", list(args))
+    capsys.readouterr()  # what this test printed before
+    try:
+        importlib.import_module(ENTRY_POINTS[args[0]]).main()
+        code = 0
+    except SystemExit as exited:
+        code = exited.code if isinstance(exited.code, int) else int(exited.code is not None)
+    printed = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, printed.out, printed.err)
 
 
 def read_wandb_records(path: Path) -> list:
