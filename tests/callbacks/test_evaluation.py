@@ -122,8 +122,7 @@ def test_fid_callback_on_a_class_conditional_model_samples_labels_i_mod_k(tmp_pa
     from ddpm.diffusion.denoiser import LABELS_KEY
     from ddpm.evaluation.generation import generate
     from ddpm.sampling import DDIMSampler
-    from tests.helpers import TINY, compose_train
-    from tests.models.test_unet import randomize_
+    from tests.helpers import TINY, compose_train, randomize_
 
     extractor = RecordingExtractor()
     monkeypatch.setattr(evaluation_callbacks, "load_inception", lambda *args, **kwargs: extractor)
