@@ -1,6 +1,6 @@
-"""The ddpm-train entry point end to end: bad input gives one clear line and overwrites nothing (its
-``main`` in this process, as in cli/test_entry_points.py); W&B offline logging can be read back;
-multirun makes one directory (and one W&B run) per job (these three as subprocesses)."""
+"""The ddpm-train entry point end to end: bad input gives one clear line and overwrites nothing, fake
+CIFAR-10 trains (its ``main`` in this process, as in cli/test_entry_points.py); W&B offline logging can
+be read back; multirun makes one directory (and one W&B run) per job (these two as subprocesses)."""
 
 import json
 from pathlib import Path
@@ -140,10 +140,10 @@ def test_multirun_gives_one_directory_and_one_wandb_run_per_job(tmp_path):
         assert len(list((job / "wandb").glob("offline-run-*"))) == 1
 
 
-def test_cifar10_pipeline_on_fake_data(tmp_path):
+def test_cifar10_pipeline_on_fake_data(tmp_path, monkeypatch, capsys):
     """A fake CIFAR-10 pickle goes through the real loading code into a training step."""
     root = write_fake_cifar10(tmp_path / "cifar")
-    result = run_cli(
+    result = run_main(
         [
             "ddpm-train",
             *FAST,
@@ -159,7 +159,9 @@ def test_cifar10_pipeline_on_fake_data(tmp_path):
             "model.resolution=32",
             "model.attn_resolutions=[16]",
         ],
-        cwd=tmp_path,
+        tmp_path,
+        monkeypatch,
+        capsys,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert Path(tmp_path / "logs").exists()

@@ -35,7 +35,11 @@ def _launch_plain(out: Path, inception_path: Path, world: int, port: int) -> tup
 
 
 def test_one_and_two_ranks_agree(tmp_path, inception_path):
-    one = run_plain(tmp_path / "world1", inception_path, 1)
+    from tests.evaluation.ddp_worker import plain
+
+    (tmp_path / "world1").mkdir()
+    plain(tmp_path / "world1", str(inception_path))  # one process, no process group: in this one
+    one = json.loads((tmp_path / "world1" / "result.json").read_text())
     two = run_plain(tmp_path / "world2", inception_path, 2)
     assert (one["world"], two["world"]) == (1, 2)
     assert two["shards_sha256"] == one["shards_sha256"]  # identical samples, nothing skipped or doubled
