@@ -43,7 +43,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ddpm.cli.labels import labels_for
+from ddpm.cli.labels import labels_for, null_class_use
 from ddpm.cli.task_wrapper import run_app, run_task
 from ddpm.cli.wandb_report import log_report, start_wandb
 from ddpm.diffusion.denoiser import LABELS_KEY
@@ -65,7 +65,7 @@ from ddpm.utils.device import resolve_device
 from ddpm.utils.distributed import barrier, broadcast_object, rank_and_world, setup_distributed
 from ddpm.utils.precision import set_tf32_policy
 from ddpm.weights import get_preset, load_model
-from ddpm.weights.loaded import LoadedModel
+from ddpm.weights.loaded import LoadedModel, check_null_class
 
 log = logging.getLogger(__name__)
 
@@ -165,17 +165,20 @@ def prepare(cfg: DictConfig, settings: EvalSettings, device: torch.device) -> Ev
             "no model to evaluate: pass ckpt_path=/path/to/last.ckpt (or a released-weights folder/file)"
         )
     loaded = load_model(cfg.ckpt_path, cfg.get("pretrained"), cfg.use_ema, cfg.get("var_type"))
+    num_classes = int(getattr(loaded.net, "num_classes", 0))
+    spec = cfg.get("labels")
+    spec = ("balanced" if num_classes else None) if spec == "auto" else spec
+    scale = cfg.get("guidance_scale")
+    use = null_class_use(spec, scale, nll=settings.nll is not None)
+    if use is not None:  # before the dataset and hours of sampling
+        check_null_class(loaded, use, cfg.get("null_class_trained"))
     datamodule = build_datamodule(cfg, loaded) if (settings.needs_references or settings.nll) else None
     needed = list(settings.fid_is.reference_splits) if settings.needs_references else []
     for split in dict.fromkeys(needed + ([settings.nll.split] if settings.nll else [])):
         split_dataset(datamodule, split)  # a missing dataset is reported now (and downloaded once)
     diffusion = loaded.diffusion.to(device)
-    scale = cfg.get("guidance_scale")
     sampler = with_guidance(hydra.utils.instantiate(cfg.sampler)(diffusion), scale)
     net = loaded.net.to(device).eval()
-    num_classes = int(getattr(net, "num_classes", 0))
-    spec = cfg.get("labels")
-    spec = ("balanced" if num_classes else None) if spec == "auto" else spec
     labels = labels_for(spec, settings.generation.num_samples, num_classes, scale)
     cond = None if labels is None else {LABELS_KEY: labels}
     job = EvalJob(loaded, net, diffusion, sampler, datamodule=datamodule, device=device, cond=cond)

@@ -24,18 +24,20 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ddpm.cli.labels import label_cond
+from ddpm.cli.labels import label_cond, null_class_use
 from ddpm.cli.task_wrapper import run_app, run_task
 from ddpm.diffusion.denoiser import LABELS_KEY
 from ddpm.errors import ConfigError
 from ddpm.io.atomic import atomic_write
 from ddpm.models.shape import image_shape_of
 from ddpm.sampling import iter_samples, with_guidance
+from ddpm.sampling.guidance import describe_sampling
 from ddpm.utils.compile import compile_for_sampling
 from ddpm.utils.config import config_dir
 from ddpm.utils.device import resolve_device
 from ddpm.utils.images import save_image_grid, to_uint8
 from ddpm.weights import load_model
+from ddpm.weights.loaded import check_null_class
 
 log = logging.getLogger(__name__)
 USAGE = "ddpm-sample ckpt_path=<a ddpm-train .ckpt, a diffusers folder or a pesser state dict>"
@@ -75,13 +77,13 @@ def generate_images(cfg: DictConfig) -> dict[str, Any]:
     net = loaded.net.to(device)
     scale = cfg.get("guidance_scale")
     cond = label_cond(cfg.get("labels"), int(cfg.num_samples), getattr(net, "num_classes", 0), scale)
+    use = null_class_use(cfg.get("labels"), scale)
+    if use is not None:
+        check_null_class(loaded, use, cfg.get("null_class_trained"))
     sampler = with_guidance(hydra.utils.instantiate(cfg.sampler)(loaded.diffusion.to(device)), scale)
     shape = image_shape_of(net, loaded.config.get("model") if loaded.config else None, cfg.get("image_shape"))
     seeds = list(range(int(cfg.seed), int(cfg.seed) + int(cfg.num_samples)))
-    name = type(sampler).__name__
-    log.info(
-        "Sampling %d images %s with %s (%d network calls each)", len(seeds), shape, name, sampler.num_steps
-    )
+    log.info("Sampling %d images %s with %s", len(seeds), shape, describe_sampling(sampler))
     model = compile_for_sampling(net.eval()) if cfg.get("compile") else net
     batches = iter_samples(
         model,

@@ -46,6 +46,17 @@ def labels_for(
     return labels.repeat((num_images + labels.numel() - 1) // labels.numel())[:num_images]
 
 
+def null_class_use(spec: object, guidance_scale: float | None, nll: bool = False) -> str | None:
+    """What a command asks of a class-conditional model's null class, in the user's words (None: nothing):
+    guidance (w != 0), unconditional samples (``labels=null``) or the unconditional NLL. Checked against
+    the model by :func:`ddpm.weights.loaded.check_null_class`."""
+    if guidance_scale is not None and float(guidance_scale) != 0.0:
+        return f"guidance_scale={guidance_scale}"
+    if spec is None:
+        return "labels=null (unconditional samples)"
+    return "the NLL (of the unconditional model)" if nll else None
+
+
 def label_cond(
     spec: object, num_images: int, num_classes: int, guidance_scale: float | None = None
 ) -> dict[str, Tensor]:
@@ -54,4 +65,4 @@ def label_cond(
     return {} if labels is None else {LABELS_KEY: labels}
 
 
-__all__ = ["balanced_labels", "label_cond", "labels_for"]
+__all__ = ["balanced_labels", "label_cond", "labels_for", "null_class_use"]

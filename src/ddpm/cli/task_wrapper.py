@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddpm.cli.hydra_errors import command_line_error
 from ddpm.errors import ConfigError, DDPMError
+from ddpm.io.stored_config import TRUST_KEY, trust_targets
 from ddpm.utils.config import in_multirun
 from ddpm.utils.run_dir import link_latest
 
@@ -115,6 +116,7 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig, usage: str | None
     """
     try:
         check_required(cfg, usage)
+        trust_targets(cfg.get(TRUST_KEY) or ())  # the user's own classes, named by the user
         result = task(cfg)
         if cfg.get("paths") is not None:  # <task>/runs/latest: the newest run that finished (after the
             link_latest(cfg.paths.output_dir)  # task: a command naming the previous latest still finds it)

@@ -17,6 +17,10 @@ import torch
 
 from ddpm.errors import CheckpointError
 
+# the label dropout a class-conditional model was trained with (``ddpm-train`` writes it): 0 means its null
+# class was never trained, so guidance, unconditional samples and the unconditional NLL are refused
+CLASS_DROPOUT_KEY = "ddpm_class_dropout"
+
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> Any:
     """The contents of a ``torch.save`` file, loaded safely; else a one-line :class:`CheckpointError`."""
@@ -62,4 +66,4 @@ def is_lightning_checkpoint(obj: Any) -> bool:
     )
 
 
-__all__ = ["is_lightning_checkpoint", "read_checkpoint", "read_lightning_checkpoint"]
+__all__ = ["CLASS_DROPOUT_KEY", "is_lightning_checkpoint", "read_checkpoint", "read_lightning_checkpoint"]

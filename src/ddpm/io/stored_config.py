@@ -7,15 +7,16 @@ its ``_target_`` strings would pick any importable callable and its arguments (`
 the file, not this code, would choose what runs. :func:`instantiate_stored` first checks every
 ``_target_`` in the config, at any depth, against :data:`ALLOWED_TARGETS` (exact names, no prefixes:
 ``ddpm.io.atomic.atomic_write_json`` is ours and still a way to write files) and builds nothing if one
-is not listed. It also keeps every ``${`` of the stored strings as text: ``ddpm-train`` stores its
-configs resolved, so an interpolation there is data, and resolving it (``${oc.env:...}``) would let the
-file call resolvers.
+is not listed (a researcher's own classes join it from the command line, :func:`trust_targets`,
+as ``torch.serialization.add_safe_globals`` does for pickles). It also keeps every ``${`` of the stored
+strings as text: ``ddpm-train`` stores its configs resolved, so an interpolation there is data, and
+resolving it (``${oc.env:...}``) would let the file call resolvers.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,11 @@ ALLOWED_TARGETS: frozenset[str] = frozenset(
     }
 )
 
+# A researcher's own classes (a network of theirs stored in their checkpoints), trusted for this process
+# by their own command line (``trusted_targets=[...]``, read by every entry point) or Python code: never
+# by the file being read.
+_TRUSTED_TARGETS: set[str] = set()
+
 TARGET_KEY = "_target_"
 # objects built from a stored config get plain values (``_convert_="all"``, see _literal): a stored
 # ``_convert_`` would change how often its strings are read, so it is refused (no shipped config sets it)
@@ -60,6 +66,8 @@ CONVERT_KEY = "_convert_"
 # deeper than any config we write (about 4 levels); a self-referencing container ends here too
 MAX_DEPTH = 32
 CHECKPOINT_FIX = "use a checkpoint written by ddpm-train"
+NOT_OURS = "is not a class of this project"
+TRUST_KEY = "trusted_targets"  # the entry points' key of the names given to trust_targets
 
 # a run of backslashes before "${": OmegaConf reads 2k backslashes + "${" as k backslashes and an
 # interpolation, 2k+1 as k backslashes and a literal "${"
@@ -88,6 +96,21 @@ def _children(node: Any, path: str) -> list[tuple[str, Any]]:
     return []
 
 
+def trust_targets(names: Iterable[str]) -> None:
+    """Let stored configs build these classes too (exact dotted names, for this process)."""
+    for name in names:
+        if type(name) is not str or not _NAME.fullmatch(name) or "." not in name:
+            raise StoredConfigError(
+                f"{TRUST_KEY}: {_show(name)} is not a dotted class name: give names like mypkg.nets.MyUNet"
+            )
+        _TRUSTED_TARGETS.add(name)
+
+
+def is_allowed(target: Any) -> bool:
+    """Whether a stored ``_target_`` may be built: one of this project's classes or one trusted."""
+    return type(target) is str and (target in ALLOWED_TARGETS or target in _TRUSTED_TARGETS)
+
+
 def _refused(node: Any, path: str, depth: int = 0) -> str | None:
     """Why ``node`` (at ``path``) cannot be built, naming the first refused key path; None if it can.
 
@@ -98,8 +121,8 @@ def _refused(node: Any, path: str, depth: int = 0) -> str | None:
         return f"{path} is nested more than {MAX_DEPTH} levels deep"
     if isinstance(node, Mapping) and TARGET_KEY in node:
         target = node[TARGET_KEY]
-        if type(target) is not str or target not in ALLOWED_TARGETS:
-            return f"{path}.{TARGET_KEY} = {_show(target)} is not a class of this project"
+        if not is_allowed(target):
+            return f"{path}.{TARGET_KEY} = {_show(target)} {NOT_OURS}"
     if isinstance(node, Mapping) and CONVERT_KEY in node:
         return (
             f"{path}.{CONVERT_KEY} = {_show(node[CONVERT_KEY])} is set, which no config of this project does"
@@ -113,12 +136,14 @@ def _refused(node: Any, path: str, depth: int = 0) -> str | None:
 
 def check_stored(node: Any, source: str | Path, key: str, fix: str = CHECKPOINT_FIX) -> None:
     """Raise :class:`StoredConfigError` (one line naming the key path and the target) unless ``node``
-    is a mapping with a ``_target_``, every ``_target_`` in it, at any depth, is in ALLOWED_TARGETS,
+    is a mapping with a ``_target_``, every ``_target_`` in it, at any depth, is allowed (:func:`is_allowed`),
     and none of its mappings sets ``_convert_``."""
     if not isinstance(node, Mapping) or TARGET_KEY not in node:
         raise StoredConfigError(f"{source}: {key} is not a config with a _target_; nothing to build: {fix}")
     reason = _refused(node, key)
     if reason is not None:
+        if reason.endswith(NOT_OURS):
+            fix += f" (your own class, in a file you trust: name it in {TRUST_KEY}=[...])"
         raise StoredConfigError(f"{source}: {reason}; refusing to build it (nothing was run): {fix}")
 
 
@@ -173,4 +198,6 @@ __all__ = [
     "StoredConfigError",
     "check_stored",
     "instantiate_stored",
+    "is_allowed",
+    "trust_targets",
 ]

@@ -14,6 +14,7 @@ from ddpm.diffusion.denoiser import Batch, Cond, split_batch
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.diffusion.losses import SimpleLoss
 from ddpm.errors import ConfigError
+from ddpm.io.checkpoint_file import CLASS_DROPOUT_KEY
 from ddpm.lightning.ema import EMA
 from ddpm.utils.rng import derive_seed, make_generator
 
@@ -113,6 +114,11 @@ class DDPMLitModule(L.LightningModule):
 
     def forward(self, x_t: Tensor, t: Tensor, **cond: Tensor) -> Tensor:
         return self.net(x_t, t, **cond)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A class-conditional network's label dropout, recorded: whether its null class was trained."""
+        if getattr(self.net, "num_classes", 0):
+            checkpoint[CLASS_DROPOUT_KEY] = float(self.net.class_dropout)
 
     # ------------------------------------------------------------------ training
     def _micro_batch(self, batch_idx: int) -> int:

@@ -94,4 +94,23 @@ def metric_name(
     return "_".join(part for part in parts if part)
 
 
-__all__ = ["count_label", "metric_name", "protocol_tag", "sampler_tag", "scale_name", "splits_label"]
+# metrics where a larger number is better (every other one: lower is better, as FID, KID, losses, NLL)
+HIGHER_IS_BETTER = ("is", "precision", "recall", "digits_score", "digits_confidence", "class_accuracy")
+
+
+def higher_is_better(name: str) -> bool:
+    """Whether a larger value of metric ``name`` is better (``is_50k_10splits``, ``eval/precision_...``)."""
+    base = name.rsplit("/", 1)[-1]
+    return any(base == kind or base.startswith(f"{kind}_") for kind in HIGHER_IS_BETTER)
+
+
+__all__ = [
+    "HIGHER_IS_BETTER",
+    "count_label",
+    "higher_is_better",
+    "metric_name",
+    "protocol_tag",
+    "sampler_tag",
+    "scale_name",
+    "splits_label",
+]

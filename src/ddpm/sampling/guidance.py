@@ -128,7 +128,25 @@ def with_guidance(
     return GuidedSampler(sampler, guidance_scale, null_cond)
 
 
+def describe_sampling(sampler: Sampler) -> str:
+    """A sampler's work per image in words, for a log line: its name and network calls, and under guidance
+    the inner sampler, w, diffusers' ``guidance_scale`` (1 + w) and the rows per call (the progress bar
+    counts network calls x rows x images)."""
+    if not isinstance(sampler, GuidedSampler):
+        return f"{type(sampler).__name__} ({sampler.num_steps} network calls per image)"
+    w, steps, rows = sampler.guidance_scale, sampler.num_steps, sampler.rows_per_image
+    work = (
+        f"{steps} network calls per image of {rows} rows (conditional + unconditional), {steps * rows} in all"
+        if rows > 1
+        else f"{steps} network calls per image (plain conditional: no unconditional row)"
+    )
+    return (
+        f"{type(sampler.sampler).__name__} under classifier-free guidance w={w:g} "
+        f"(diffusers' guidance_scale={1 + w:g}): {work}"
+    )
+
+
 # Names that moved out of this module, still importable from it until src/ddpm/evaluation/,
 # src/ddpm/callbacks/ and cli/ddpm_eval.py (restructured on another branch) import their new homes:
 # then this table and __getattr__ go. Looked up lazily, so sampling/ does not import the CLI.
-__all__ = ["GuidedModel", "GuidedSampler", "guide", "with_guidance"]
+__all__ = ["GuidedModel", "GuidedSampler", "describe_sampling", "guide", "with_guidance"]

@@ -45,6 +45,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, Trial, TrialState, create_trial
 
 from ddpm.errors import ConfigError, DDPMError
+from ddpm.sweeps.jobs import error_line
 from ddpm.sweeps.objective import metric_problem, missing_metric_message
 
 log = logging.getLogger(__name__)
@@ -136,17 +137,6 @@ def rerun_failed_trials(study: optuna.study.Study, limit: int) -> int:
     for trial in failed[:limit]:
         rerun(study, trial)
     return min(len(failed), limit)
-
-
-def error_line(exc: BaseException) -> str:
-    """The first line of a job's error; a user error (DDPMError, also wrapped by Hydra) without its type."""
-    seen: BaseException | None = exc
-    while seen is not None and not isinstance(seen, DDPMError):
-        seen = seen.__cause__ or seen.__context__
-    shown = seen or exc
-    text = str(shown).strip()
-    line = text.splitlines()[0] if text else type(shown).__name__
-    return line if isinstance(shown, DDPMError) or not text else f"{type(shown).__name__}: {line}"
 
 
 def consecutive_runs(numbers: list[int]) -> list[tuple[int, int]]:

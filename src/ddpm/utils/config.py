@@ -77,7 +77,12 @@ def wandb_group(task_name: str) -> str:
 
     if not in_multirun():
         return str(task_name)
-    return f"{task_name}/{Path(str(HydraConfig.get().sweep.dir)).name}"
+    return sweep_group(task_name, HydraConfig.get().sweep.dir)
+
+
+def sweep_group(task_name: str, sweep_dir: str | Path) -> str:
+    """The W&B group of a sweep's jobs (and of its summary): ``task_name/<sweep directory name>``."""
+    return f"{task_name}/{Path(str(sweep_dir)).name}"
 
 
 def wandb_name(task_name: str) -> str:

@@ -207,6 +207,16 @@ def _trusted_scheduler_var_type(config: dict[str, Any] | None) -> str | None:
     return None
 
 
+def recorded_class_dropout(config: dict[str, Any] | None, net: UNet) -> float | None:
+    """A class-conditional model's training label dropout, from ``ddpm-export``'s record in the scheduler
+    config; None where there is none (a folder from elsewhere or an older export: then guidance and the
+    null class are refused until the user says ``null_class_trained=true``)."""
+    record = (config or {}).get(EXPORT_MARKER)
+    if not net.num_classes or not isinstance(record, dict) or record.get("class_dropout") is None:
+        return None
+    return float(record["class_dropout"])
+
+
 def load_diffusers_folder(
     path: str | Path, preset: str | None = None, var_type: str | None = None
 ) -> LoadedModel:
@@ -230,6 +240,9 @@ def load_diffusers_folder(
     scheduler = read_scheduler_config(path)
     var = var_type or _trusted_scheduler_var_type(scheduler) or paper_var_type(spec, net.resolution)
     diffusion, notes = diffusion_from_scheduler(scheduler, var, str(path))
+    class_dropout = recorded_class_dropout(scheduler, net)
+    if class_dropout is not None:
+        net.class_dropout = class_dropout  # the trained value, not the constructor's default
     return LoadedModel(
         net.eval(),
         diffusion,
@@ -239,6 +252,7 @@ def load_diffusers_folder(
         weights="released",
         preset=preset,
         notes=notes,
+        class_dropout=class_dropout,
     )
 
 

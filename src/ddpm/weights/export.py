@@ -4,13 +4,18 @@ The folder holds ``model_index.json``, ``unet/config.json`` + ``unet/diffusion_p
 (a ``UNet2DModel``, names mapped by :func:`ddpm.weights.diffusers_unet.to_diffusers_state_dict`) and
 ``scheduler/scheduler_config.json`` (a ``DDPMScheduler`` with the training run's betas, T, variance,
 prediction type and clipping), so ``DDPMPipeline.from_pretrained(folder)`` samples the model and
-:func:`ddpm.weights.load_model` reads it back bit for bit. The folder is built beside the target and
+:func:`ddpm.weights.load_model` reads it back bit for bit. A class-conditional model's folder is a
+``DDPMConditionalPipeline`` instead (:mod:`ddpm.weights.pipeline_ddpm_conditional`, copied into the folder:
+``DDPMPipeline`` passes no labels), loaded with ``DiffusionPipeline.from_pretrained(folder,
+trust_remote_code=True)``; ``model_index.json`` says whether its null class was trained, the scheduler's
+``_ddpm_export`` record its ``class_dropout``. The folder is built beside the target and
 renamed into place: it appears complete or not at all, and an existing non-empty folder is never touched.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import logging
 import os
 import shutil
@@ -43,8 +48,12 @@ from ddpm.weights.loaded import LoadedModel
 
 log = logging.getLogger(__name__)
 
-# written as ``_diffusers_version``: the dev extra's floor, the oldest diffusers these files target
+# written as ``_diffusers_version`` without diffusers installed: the dev extra's floor, the oldest
+# diffusers these files target (with it installed, its version: the one the folder was written beside)
 DIFFUSERS_VERSION = "0.30.0"
+# the pipeline file of a class-conditional folder: this module's source, copied under its own name
+CONDITIONAL_PIPELINE = Path(__file__).with_name("pipeline_ddpm_conditional.py")
+CONDITIONAL_PIPELINE_CLASS = "DDPMConditionalPipeline"
 VARIANCE_TYPES = ("fixed_large", "fixed_small", "learned_range")  # the same names in diffusers
 _PREDICTIONS = {ours: theirs for theirs, ours in PREDICTION_TYPES.items()}
 _SCHEDULE_NAMES = {ours: theirs for theirs, ours in DIFFUSERS_SCHEDULES.items()}
@@ -71,10 +80,18 @@ def exportable_net(loaded: LoadedModel) -> UNet:
     return loaded.net
 
 
+def diffusers_version() -> str:
+    """The installed diffusers' version (from its metadata: no import), else :data:`DIFFUSERS_VERSION`."""
+    try:
+        return importlib.metadata.version("diffusers")
+    except importlib.metadata.PackageNotFoundError:
+        return DIFFUSERS_VERSION
+
+
 def unet_config(net: UNet) -> dict[str, Any]:
     """``unet/config.json``: the ``UNet2DModel`` config that builds exactly ``net``'s architecture."""
     config = diffusers_config_of(net)
-    return {"_class_name": "UNet2DModel", "_diffusers_version": DIFFUSERS_VERSION, **config}
+    return {"_class_name": "UNet2DModel", "_diffusers_version": diffusers_version(), **config}
 
 
 def _endpoint_candidates(betas: torch.Tensor, config: dict[str, Any] | None) -> list[tuple[float, float]]:
@@ -119,7 +136,7 @@ def scheduler_config(loaded: LoadedModel, clip_sample: bool | None = None) -> di
     clip = run_clip_sample(loaded) if clip_sample is None else bool(clip_sample)
     return {
         "_class_name": "DDPMScheduler",
-        "_diffusers_version": DIFFUSERS_VERSION,
+        "_diffusers_version": diffusers_version(),
         "num_train_timesteps": diffusion.num_timesteps,
         **beta_fields(diffusion, loaded.config),
         "variance_type": diffusion.var_type,
@@ -134,17 +151,22 @@ def scheduler_config(loaded: LoadedModel, clip_sample: bool | None = None) -> di
             "mean_type": diffusion.mean_type,
             "weights": loaded.weights,
             "source_kind": loaded.kind,
+            **({"class_dropout": loaded.class_dropout} if getattr(loaded.net, "num_classes", 0) else {}),
         },
     }
 
 
-def model_index() -> dict[str, Any]:
-    """``model_index.json`` of a ``DDPMPipeline``."""
+def model_index(loaded: LoadedModel | None = None) -> dict[str, Any]:
+    """``model_index.json``: a ``DDPMPipeline``, or for a class-conditional model the folder's
+    ``DDPMConditionalPipeline`` with ``null_class_trained`` (unknown counts as untrained)."""
+    components = {"scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]}
+    if loaded is None or not getattr(loaded.net, "num_classes", 0):
+        return {"_class_name": "DDPMPipeline", "_diffusers_version": diffusers_version(), **components}
     return {
-        "_class_name": "DDPMPipeline",
-        "_diffusers_version": DIFFUSERS_VERSION,
-        "scheduler": ["diffusers", "DDPMScheduler"],
-        "unet": ["diffusers", "UNet2DModel"],
+        "_class_name": [CONDITIONAL_PIPELINE.stem, CONDITIONAL_PIPELINE_CLASS],
+        "_diffusers_version": diffusers_version(),
+        "null_class_trained": bool(loaded.class_dropout),
+        **components,
     }
 
 
@@ -180,14 +202,16 @@ def write_diffusers_folder(loaded: LoadedModel, out_dir: str | Path, clip_sample
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        atomic_write_json(tmp / MODEL_INDEX, model_index())
+        atomic_write_json(tmp / MODEL_INDEX, model_index(loaded))
+        if getattr(net, "num_classes", 0):
+            shutil.copyfile(CONDITIONAL_PIPELINE, tmp / CONDITIONAL_PIPELINE.name)
         atomic_write_json(tmp / UNET_DIR / CONFIG_NAME, unet_config(net))
         atomic_write(tmp / UNET_DIR / UNET_WEIGHTS, lambda f: f.write(payload))
         atomic_write_json(tmp / SCHEDULER_DIR / SCHEDULER_CONFIG, scheduler_config(loaded, clip_sample))
         _publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("Wrote the diffusers DDPMPipeline folder %s (%s weights)", out, loaded.weights)
+    log.info("Wrote the diffusers pipeline folder %s (%s weights)", out, loaded.weights)
     return out
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+
 from ddpm.diffusion.gaussian import GaussianDiffusion
 from ddpm.errors import CheckpointError, ConfigError
-from ddpm.io.checkpoint_file import is_lightning_checkpoint, read_checkpoint
+from ddpm.io.checkpoint_file import CLASS_DROPOUT_KEY, is_lightning_checkpoint, read_checkpoint
 from ddpm.lightning.restore import checkpoint_config, module_from_checkpoint
 from ddpm.models.shape import image_shape_of
 from ddpm.weights.diffusers_folder import is_diffusers_folder, load_diffusers_folder
@@ -34,6 +36,20 @@ def with_var_type(diffusion: GaussianDiffusion, var_type: str | None) -> Gaussia
     return GaussianDiffusion(mean_type=diffusion.mean_type, var_type=var_type, betas=betas)  # type: ignore[arg-type]
 
 
+def trained_class_dropout(checkpoint: dict, net: torch.nn.Module) -> float | None:
+    """A class-conditional network's label dropout in training (None for an unconditional one).
+
+    ``ddpm-train`` records it (:data:`~ddpm.io.checkpoint_file.CLASS_DROPOUT_KEY`); a checkpoint written
+    before that has none, and the rebuilt network's own ``class_dropout`` is read instead: it comes from
+    the stored config that built the trained network, or where the config omits it from the U-Net's
+    default, 0.1 since class conditioning was introduced (commit 70cf088), so it is the trained value too.
+    """
+    if not getattr(net, "num_classes", 0):
+        return None
+    recorded = checkpoint.get(CLASS_DROPOUT_KEY)
+    return float(net.class_dropout if recorded is None else recorded)
+
+
 def load_lightning_checkpoint(
     path: str | Path, use_ema: bool = True, checkpoint: dict | None = None, var_type: str | None = None
 ) -> LoadedModel:
@@ -53,7 +69,15 @@ def load_lightning_checkpoint(
     weights = "ema" if use_ema else "raw"
     diffusion = with_var_type(module.diffusion, var_type)
     return LoadedModel(
-        net, diffusion, shape, str(path), "lightning", weights=weights, config=config, notes=notes
+        net,
+        diffusion,
+        shape,
+        str(path),
+        "lightning",
+        weights=weights,
+        config=config,
+        notes=notes,
+        class_dropout=trained_class_dropout(checkpoint, net),
     )
 
 
