@@ -134,10 +134,13 @@ def test_multirun_gives_one_directory_and_one_wandb_run_per_job(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    sweep = tmp_path / "sweep"
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name != "wandb")
     assert [p.name for p in jobs] == ["0", "1"]
     for job in jobs:
         assert len(list((job / "wandb").glob("offline-run-*"))) == 1
+    # and one more for the sweep's summary table, in the sweep directory
+    assert len(list((sweep / "wandb").glob("offline-run-*"))) == 1
 
 
 def test_cifar10_pipeline_on_fake_data(tmp_path, monkeypatch, capsys):
