@@ -44,7 +44,8 @@ def test_missing_dataset_directory_is_one_clear_line(tmp_path):
 
 
 def test_wrong_image_size_names_both_sizes_and_the_fix(tmp_path):
-    result = run_cli(["ddpm-train", *FAST, "data.image_size=8", f"paths.root_dir={tmp_path}"], cwd=tmp_path)
+    mismatch = ["data.image_size=8", "model.resolution=16"]  # the resolution follows the size unless set
+    result = run_cli(["ddpm-train", *FAST, *mismatch, f"paths.root_dir={tmp_path}"], cwd=tmp_path)
     assert result.returncode == 2
     line = _error_line(result)
     assert "8x8" in line and "16x16" in line and "model.resolution" in line
