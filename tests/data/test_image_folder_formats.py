@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -89,6 +90,7 @@ def test_a_corrupt_image_is_one_line_naming_it_and_the_fix(tmp_path):
     assert "\n" not in message and "prepare_lsun" not in message
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 7 worker")  # 16 cores faked on this machine
 def test_loader_workers_and_pinning_fit_the_machine(tmp_path, monkeypatch):
     import lightning.fabric.utilities.data as fabric_data
 
@@ -102,5 +104,14 @@ def test_loader_workers_and_pinning_fit_the_machine(tmp_path, monkeypatch):
     dm = ImageFolderDataModule(path=folder, image_size=8, batch_size=2, num_workers=None, val_fraction=0.2)
     loader = dm.train_dataloader()
     assert (loader.num_workers, loader.pin_memory) == (1, False)  # no trainer: CPU, one process
+    gpus = SimpleNamespace(
+        num_devices=2,
+        world_size=1,
+        global_rank=0,
+        strategy=SimpleNamespace(root_device=torch.device("cuda", 0)),
+    )
+    monkeypatch.setattr(fabric_data, "_num_cpus_available", lambda: 16)
+    dm.trainer = gpus
+    assert (dm.val_dataloader().num_workers, dm.val_dataloader().pin_memory) == (7, True)  # 16 // 2 - 1
     fixed = ImageFolderDataModule(path=folder, image_size=8, batch_size=2, num_workers=0, pin_memory=True)
     assert (fixed.val_dataloader().num_workers, fixed.val_dataloader().pin_memory) == (0, True)

@@ -179,13 +179,13 @@ class DiffusionDataModule(L.LightningDataModule):
 
     def _loader_kwargs(self) -> dict[str, Any]:
         """Workers and pinning as configured, or (None) as fit the machine and the trainer's device."""
-        trainer = self.trainer
+        strategy = getattr(self.trainer, "strategy", None)  # None: no trainer attached yet
         workers = self.num_workers
         if workers is None:
-            workers = auto_num_workers(trainer.num_devices if trainer is not None else 1)
+            workers = auto_num_workers(getattr(self.trainer, "num_devices", 1))
         pin = self.pin_memory
         if pin is None:
-            pin = auto_pin_memory(trainer.strategy.root_device if trainer is not None else None)
+            pin = auto_pin_memory(getattr(strategy, "root_device", None))
         kwargs: dict[str, Any] = {"num_workers": workers, "pin_memory": pin}
         if workers > 0:
             kwargs["persistent_workers"] = self.persistent_workers
