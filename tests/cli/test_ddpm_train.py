@@ -46,7 +46,8 @@ def test_missing_dataset_directory_is_one_clear_line(tmp_path, monkeypatch, caps
 
 
 def test_wrong_image_size_names_both_sizes_and_the_fix(tmp_path, monkeypatch, capsys):
-    result = run_main(["ddpm-train", *FAST, "data.image_size=8"], tmp_path, monkeypatch, capsys)
+    mismatch = ["data.image_size=8", "model.resolution=16"]  # the resolution follows the size unless set
+    result = run_main(["ddpm-train", *FAST, *mismatch], tmp_path, monkeypatch, capsys)
     assert result.returncode == 2
     line = _error_line(result)
     assert "8x8" in line and "16x16" in line and "model.resolution" in line
