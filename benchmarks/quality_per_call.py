@@ -5,16 +5,21 @@ sampler of ours with its shipped defaults (``make_sampler(name)``, configs/sampl
 diffusers schedulers that implement the same method decode the same x_T (drawn once per model):
 
 * DDIM, eta = 0 (ours ``ddim``, ``uniform`` spacing: round(i (T-1) / (S-1))) vs ``DDIMScheduler`` with
-  ``timestep_spacing="linspace"`` (the same timesteps) and with its default ``"leading"`` (0, T/S, ...,
-  never T-1), and ``EulerDiscreteScheduler`` (default ``linspace``, fractional timesteps): DDIM with
-  eta = 0 is Euler's method on the same probability-flow ODE in (x / sqrt(abar), sigma);
+  ``timestep_spacing="linspace"`` (the same timesteps, but diffusers' DDIM steps from t to t - T // S,
+  not to the next of them, so from the second step on the network is told a timestep that is not the
+  sample's) and with its default ``"leading"`` (0, T/S, ..., never T-1), and ``EulerDiscreteScheduler``
+  (default ``linspace``, fractional timesteps): DDIM with eta = 0 is Euler's method on the same
+  probability-flow ODE in (x / sqrt(abar), sigma), so that row is the same chain as ours;
 * DPM-Solver++(2M) and (3M) (ours ``dpm_solver_pp_2m`` / ``_3m``, ``logsnr`` spacing) vs
   ``DPMSolverMultistepScheduler`` (``solver_order`` 2 / 3) with ``use_lu_lambdas=True`` (uniform in
-  log-SNR, as ours) and with its default ``linspace``;
+  log-SNR, as ours) and with its default ``linspace`` (T-1 down to T/S, then one step to sigma = 0);
 * EDM's Heun (ours ``heun``: Karras sigmas in [0.002, 80] rounded to the model's) vs
   ``HeunDiscreteScheduler`` with ``use_karras_sigmas=True`` (the model's whole sigma range, not rounded)
   and with its default ``linspace``. N levels cost 2N - 1 calls, so budget b runs N = (b + 1) // 2: 9,
   19 and 49 calls.
+
+Last in a method come ours with diffusers' setting where that differs from our default (DDIM ``leading``,
+Heun over the model's whole sigma range), to tell a spacing's effect from the solver's.
 
 diffusers is configured to the model: ``trained_betas`` = its betas, ``prediction_type="epsilon"``, DDIM
 ``set_alpha_to_one=True`` (the last step returns x_0, as ours), its other defaults (DPM-Solver's
@@ -79,12 +84,13 @@ def heun_levels(budget: int) -> int:
     return (budget + 1) // 2
 
 
-def ours(name: str) -> Factory:
-    """Our sampler ``name`` with its yaml defaults, unclipped, decoding x_T from the top of its chain."""
+def ours(name: str, **settings: Any) -> Factory:
+    """Our sampler ``name`` with its yaml defaults (or ``settings``), unclipped, decoding x_T from the top
+    of its chain."""
 
     def build(diffusion: GaussianDiffusion, budget: int) -> Runner:
         steps = heun_levels(budget) if name == "heun" else budget
-        sampler = make_sampler(name, diffusion, steps=steps, clip_denoised=False)
+        sampler = make_sampler(name, diffusion, steps=steps, clip_denoised=False, **settings)
         return lambda model, x_top: sampler.sample_from(model, x_top.clone(), sampler.timesteps[-1])
 
     return build
@@ -109,7 +115,8 @@ def theirs(scheduler: str, **config: Any) -> Factory:
 
 
 def methods() -> dict[str, dict[str, Factory]]:
-    """method -> {row name -> factory}; the first row of each method is ours."""
+    """method -> {row name -> factory}: first ours as shipped, then diffusers' rows, then ours with the
+    setting that diffusers' row uses (to tell the spacing from the solver)."""
     ddim = {"clip_sample": False, "set_alpha_to_one": True}
     return {
         "DDIM / Euler": {
@@ -117,6 +124,7 @@ def methods() -> dict[str, dict[str, Factory]]:
             "diffusers DDIM (linspace)": theirs("DDIMScheduler", timestep_spacing="linspace", **ddim),
             "diffusers DDIM (leading, default)": theirs("DDIMScheduler", **ddim),
             "diffusers Euler (linspace, default)": theirs("EulerDiscreteScheduler"),
+            "ours ddim (leading)": ours("ddim", spacing="leading"),
         },
         "DPM-Solver++(2M)": {
             "ours dpm_solver_pp_2m (logsnr)": ours("dpm_solver_pp_2m"),
@@ -138,6 +146,7 @@ def methods() -> dict[str, dict[str, Factory]]:
             "ours heun (karras 0.002..80)": ours("heun"),
             "diffusers Heun (karras)": theirs("HeunDiscreteScheduler", use_karras_sigmas=True),
             "diffusers Heun (linspace, default)": theirs("HeunDiscreteScheduler"),
+            "ours heun (karras, the model's sigma range)": ours("heun", sigma_min=None, sigma_max=None),
         },
     }
 
@@ -297,7 +306,7 @@ BETTER = {"ode_rms": min, "frechet": min, "score": max}
 
 
 def verdict(model: str, results: dict) -> list[str]:
-    """Where ours (the first row of a method) is worse than a diffusers row of that method."""
+    """Where ours as shipped (the first row of a method) is worse than a diffusers row of that method."""
     worse = []
     for rows in results.values():
         (mine, own), *others = rows.items()
@@ -305,8 +314,8 @@ def verdict(model: str, results: dict) -> list[str]:
             for metric, better in BETTER.items():
                 if metric not in cell:
                     continue
-                for name, row in others:
-                    if metric not in row[budget]:  # that diffusers run failed (its "error")
+                for name, row in others:  # diffusers' rows that ran (a failed one has only "error")
+                    if not name.startswith("diffusers") or metric not in row[budget]:
                         continue
                     theirs_value = row[budget][metric]
                     if better(cell[metric], theirs_value) != cell[metric]:
