@@ -347,7 +347,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--oracle-schedules", nargs="*", default=["cosine", "linear"])
     parser.add_argument("--oracle-images", type=int, default=512)
     parser.add_argument("--components", type=int, default=10, help="mixture components of the oracle")
-    parser.add_argument("--ref-steps", type=int, default=1000, help="RK4 steps of the exact ODE solution")
+    parser.add_argument("--ref-steps", type=int, default=500, help="RK4 steps of the exact ODE solution")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", help="write the results as JSON to this file")
@@ -358,8 +358,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.ckpt != "none" and not Path(args.ckpt).exists():
-        sys.exit(f"error: no checkpoint {args.ckpt}: train the quickstart first "
-                 "(ddpm-train experiment=quickstart) or pass --ckpt PATH (or --ckpt none)")  # fmt: skip
+        fix = "train the quickstart (ddpm-train experiment=quickstart) or pass --ckpt PATH (none: oracle only)"
+        print(f"error: no checkpoint {args.ckpt}: {fix}", file=sys.stderr)
+        sys.exit(2)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     models = {f"oracle {s}": oracle_report(s, args) for s in args.oracle_schedules}
