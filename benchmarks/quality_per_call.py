@@ -358,7 +358,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.ckpt != "none" and not Path(args.ckpt).exists():
-        fix = "train the quickstart (ddpm-train experiment=quickstart) or pass --ckpt PATH (none: no model)"
+        fix = "train the quickstart (ddpm-train experiment=quickstart) or pass --ckpt PATH (none: skip it)"
         print(f"error: no checkpoint {args.ckpt}: {fix}", file=sys.stderr)
         sys.exit(2)
     torch.set_num_threads(args.threads)
