@@ -52,6 +52,7 @@ Two models:
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -84,20 +85,28 @@ def heun_levels(budget: int) -> int:
     return (budget + 1) // 2
 
 
-def ours(name: str, **settings: Any) -> Factory:
-    """Our sampler ``name`` with its yaml defaults (or ``settings``), unclipped, decoding x_T from the top
-    of its chain."""
+def ours(name: str, clip: bool = False, **settings: Any) -> Factory:
+    """Our sampler ``name`` with its yaml defaults (or ``settings``), x_0 clipped to [-1, 1] or not,
+    decoding x_T from the top of its chain."""
 
     def build(diffusion: GaussianDiffusion, budget: int) -> Runner:
         steps = heun_levels(budget) if name == "heun" else budget
-        sampler = make_sampler(name, diffusion, steps=steps, clip_denoised=False, **settings)
+        sampler = make_sampler(name, diffusion, steps=steps, clip_denoised=clip, **settings)
         return lambda model, x_top: sampler.sample_from(model, x_top.clone(), sampler.timesteps[-1])
 
     return build
 
 
-def theirs(scheduler: str, **config: Any) -> Factory:
+# x_0 clipped to [-1, 1] as ours: DPM-Solver's dynamic thresholding with sample_max_value 1 is that clip
+# (its threshold max(1, quantile) is clamped to 1); Euler cannot clip
+CLIP = {"DDIMScheduler": {"clip_sample": True}, "HeunDiscreteScheduler": {"clip_sample": True},
+        "DPMSolverMultistepScheduler": {"thresholding": True, "sample_max_value": 1.0}}  # fmt: skip
+NO_CLIP = {"DDIMScheduler": {"clip_sample": False}}  # DDIM clips by default
+
+
+def theirs(scheduler: str, clip: bool = False, **config: Any) -> Factory:
     """diffusers' ``scheduler`` configured to the diffusion (see the module docstring) plus ``config``."""
+    config = {**(CLIP if clip else NO_CLIP).get(scheduler, {}), **config}
 
     def build(diffusion: GaussianDiffusion, budget: int) -> Runner:
         import diffusers
@@ -114,39 +123,40 @@ def theirs(scheduler: str, **config: Any) -> Factory:
     return build
 
 
-def methods() -> dict[str, dict[str, Factory]]:
+def methods(clip: bool = False) -> dict[str, dict[str, Factory]]:
     """method -> {row name -> factory}: first ours as shipped, then diffusers' rows, then ours with the
-    setting that diffusers' row uses (to tell the spacing from the solver)."""
-    ddim = {"clip_sample": False, "set_alpha_to_one": True}
+    setting that diffusers' row uses (to tell the spacing from the solver); all clipping x_0 or none."""
+    ddim = {"set_alpha_to_one": True}
+    ours_, theirs_ = functools.partial(ours, clip=clip), functools.partial(theirs, clip=clip)
     return {
         "DDIM / Euler": {
-            "ours ddim (uniform)": ours("ddim"),
-            "diffusers DDIM (linspace)": theirs("DDIMScheduler", timestep_spacing="linspace", **ddim),
-            "diffusers DDIM (leading, default)": theirs("DDIMScheduler", **ddim),
-            "diffusers Euler (linspace, default)": theirs("EulerDiscreteScheduler"),
-            "ours ddim (leading)": ours("ddim", spacing="leading"),
+            "ours ddim (uniform)": ours_("ddim"),
+            "diffusers DDIM (linspace)": theirs_("DDIMScheduler", timestep_spacing="linspace", **ddim),
+            "diffusers DDIM (leading, default)": theirs_("DDIMScheduler", **ddim),
+            "diffusers Euler (linspace, default)": theirs_("EulerDiscreteScheduler"),
+            "ours ddim (leading)": ours_("ddim", spacing="leading"),
         },
         "DPM-Solver++(2M)": {
-            "ours dpm_solver_pp_2m (logsnr)": ours("dpm_solver_pp_2m"),
-            "diffusers DPMSolverMultistep (lu_lambdas)": theirs(
+            "ours dpm_solver_pp_2m (logsnr)": ours_("dpm_solver_pp_2m"),
+            "diffusers DPMSolverMultistep (lu_lambdas)": theirs_(
                 "DPMSolverMultistepScheduler", use_lu_lambdas=True
             ),
-            "diffusers DPMSolverMultistep (linspace, default)": theirs("DPMSolverMultistepScheduler"),
+            "diffusers DPMSolverMultistep (linspace, default)": theirs_("DPMSolverMultistepScheduler"),
         },
         "DPM-Solver++(3M)": {
-            "ours dpm_solver_pp_3m (logsnr)": ours("dpm_solver_pp_3m"),
-            "diffusers DPMSolverMultistep order 3 (lu_lambdas)": theirs(
+            "ours dpm_solver_pp_3m (logsnr)": ours_("dpm_solver_pp_3m"),
+            "diffusers DPMSolverMultistep order 3 (lu_lambdas)": theirs_(
                 "DPMSolverMultistepScheduler", solver_order=3, use_lu_lambdas=True
             ),
-            "diffusers DPMSolverMultistep order 3 (linspace, default)": theirs(
+            "diffusers DPMSolverMultistep order 3 (linspace, default)": theirs_(
                 "DPMSolverMultistepScheduler", solver_order=3
             ),
         },
         "Heun": {
-            "ours heun (karras 0.002..80)": ours("heun"),
-            "diffusers Heun (karras)": theirs("HeunDiscreteScheduler", use_karras_sigmas=True),
-            "diffusers Heun (linspace, default)": theirs("HeunDiscreteScheduler"),
-            "ours heun (karras, the model's sigma range)": ours("heun", sigma_min=None, sigma_max=None),
+            "ours heun (karras 0.002..80)": ours_("heun"),
+            "diffusers Heun (karras)": theirs_("HeunDiscreteScheduler", use_karras_sigmas=True),
+            "diffusers Heun (linspace, default)": theirs_("HeunDiscreteScheduler"),
+            "ours heun (karras, the model's sigma range)": ours_("heun", sigma_min=None, sigma_max=None),
         },
     }
 
@@ -163,10 +173,10 @@ class Counting:
         return self.model(x, t, **cond)
 
 
-def run_rows(diffusion: GaussianDiffusion, model: Any, x_top: Tensor, budgets, metric) -> dict:
+def run_rows(diffusion: GaussianDiffusion, model: Any, x_top: Tensor, budgets, metric, clip=False) -> dict:
     """{method: {row: {budget: {"nfe": calls, **metric(x_0)}}}} for every row of :func:`methods`."""
     results: dict[str, dict[str, dict[str, dict]]] = {}
-    for method, rows in methods().items():
+    for method, rows in methods(clip).items():
         results[method] = {}
         for name, factory in rows.items():
             results[method][name] = {}
@@ -277,8 +287,8 @@ def digits_report(args: argparse.Namespace) -> dict:
     def x_top(seed: int) -> Tensor:
         return torch.randn((args.images, *loaded.image_shape), generator=torch.Generator().manual_seed(seed))
 
-    results = run_rows(loaded.diffusion, net, x_top(args.seed), args.budgets, metric)
-    check = ours("dpm_solver_pp_2m")(loaded.diffusion, max(args.budgets))
+    results = run_rows(loaded.diffusion, net, x_top(args.seed), args.budgets, metric, args.clip)
+    check = ours("dpm_solver_pp_2m", clip=args.clip)(loaded.diffusion, max(args.budgets))
     with torch.no_grad():
         other = metric(check(net, x_top(args.seed + 1)))
     held_out = digits_score(held_out_digits())
@@ -287,6 +297,7 @@ def digits_report(args: argparse.Namespace) -> dict:
             "ckpt": str(args.ckpt),
             "images": args.images,
             "schedule": "the checkpoint's",
+            "clip_x0": args.clip,
             "held_out_digits": {
                 "images": held_out.num_images,
                 "score": held_out.score,
@@ -344,6 +355,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS), help="network calls")
     parser.add_argument("--ckpt", default=DEFAULT_CKPT, help="the quickstart checkpoint ('none': skip)")
     parser.add_argument("--images", type=int, default=500, help="digits model: images per row")
+    parser.add_argument(
+        "--clip", action="store_true", help="digits model: clip x_0 to [-1, 1] (Euler cannot)"
+    )
     parser.add_argument("--oracle-schedules", nargs="*", default=["cosine", "linear"])
     parser.add_argument("--oracle-images", type=int, default=512)
     parser.add_argument("--components", type=int, default=10, help="mixture components of the oracle")
