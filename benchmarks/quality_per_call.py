@@ -19,7 +19,8 @@ diffusers schedulers that implement the same method decode the same x_T (drawn o
   19 and 49 calls.
 
 Last in a method come ours with diffusers' setting where that differs from our default (DDIM ``leading``,
-Heun over the model's whole sigma range), to tell a spacing's effect from the solver's.
+DPM-Solver time-``uniform``, Heun over the model's whole sigma range), to tell a spacing's effect from the
+solver's.
 
 diffusers is configured to the model: ``trained_betas`` = its betas, ``prediction_type="epsilon"``, DDIM
 ``set_alpha_to_one=True`` (the last step returns x_0, as ours), its other defaults (DPM-Solver's
@@ -142,6 +143,7 @@ def methods(clip: bool = False) -> dict[str, dict[str, Factory]]:
                 "DPMSolverMultistepScheduler", use_lu_lambdas=True
             ),
             "diffusers DPMSolverMultistep (linspace, default)": theirs_("DPMSolverMultistepScheduler"),
+            "ours dpm_solver_pp_2m (uniform)": ours_("dpm_solver_pp_2m", spacing="uniform"),
         },
         "DPM-Solver++(3M)": {
             "ours dpm_solver_pp_3m (logsnr)": ours_("dpm_solver_pp_3m"),
@@ -151,6 +153,7 @@ def methods(clip: bool = False) -> dict[str, dict[str, Factory]]:
             "diffusers DPMSolverMultistep order 3 (linspace, default)": theirs_(
                 "DPMSolverMultistepScheduler", solver_order=3
             ),
+            "ours dpm_solver_pp_3m (uniform)": ours_("dpm_solver_pp_3m", spacing="uniform"),
         },
         "Heun": {
             "ours heun (karras 0.002..80)": ours_("heun"),
