@@ -51,3 +51,13 @@ def test_tiny_run_counts_calls_and_scores_every_row(tiny_checkpoint, capsys):  #
     euler = ddim["diffusers Euler (linspace, default)"]["6"]["ode_rms"]
     assert abs(ddim["ours ddim (uniform)"]["6"]["ode_rms"] / euler - 1) < 0.02
     assert "| DPM-Solver++(2M) | ours dpm_solver_pp_2m (logsnr) | 6: " in capsys.readouterr().out
+
+
+def test_clipped_digits_rows_match_where_the_chains_are_the_same(tiny_checkpoint):  # noqa: F811
+    bench = load_benchmark()
+    args = ["--budgets", "5", "--oracle-schedules", "--clip", "--images", "6", "--threads", "1"]
+    digits = bench.main([*args, "--ckpt", str(tiny_checkpoint), "--json"])["models"]["digits"]
+    assert digits["setup"]["clip_x0"] is True
+    ddim = digits["results"]["DDIM / Euler"]  # leading: diffusers' DDIM and ours visit the same chain
+    ours, theirs = ddim["ours ddim (leading)"]["5"], ddim["diffusers DDIM (leading, default)"]["5"]
+    assert abs(ours["frechet"] - theirs["frechet"]) < 1e-3 * theirs["frechet"]
