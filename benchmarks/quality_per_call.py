@@ -24,9 +24,11 @@ solver's.
 
 diffusers is configured to the model: ``trained_betas`` = its betas, ``prediction_type="epsilon"``, DDIM
 ``set_alpha_to_one=True`` (the last step returns x_0, as ours), its other defaults (DPM-Solver's
-``lower_order_final``, ``final_sigmas_type="zero"``). No clipping or thresholding anywhere
-(``clip_denoised=False``; diffusers' DPM-Solver and Euler cannot clip to [-1, 1]), so only the solvers
-differ. The ancestral sampler is stochastic and left out (its match with ``DDPMScheduler`` is
+``lower_order_final``, ``final_sigmas_type="zero"``). No clipping or thresholding anywhere by default
+(``clip_denoised=False``), so only the solvers differ; ``--clip`` clips x_0 to [-1, 1] on the digits model
+(the shipped samplers' setting) in ours and in diffusers' DDIM and Heun (``clip_sample``) and DPM-Solver
+(dynamic thresholding with ``sample_max_value=1``: the same clip); Euler cannot clip. The ancestral
+sampler is stochastic and left out (its match with ``DDPMScheduler`` is
 ``benchmarks/sampler_vs_diffusers.py``).
 
 Two models:
@@ -48,6 +50,7 @@ Two models:
 
     python benchmarks/quality_per_call.py                       # table; the newest quickstart checkpoint
     python benchmarks/quality_per_call.py --ckpt PATH --out results.json
+    python benchmarks/quality_per_call.py --clip --oracle-schedules     # the digits model, clipped
 """
 
 from __future__ import annotations
