@@ -72,20 +72,25 @@ def diffusers_scheduler(kind: str, num_timesteps: int) -> Any:
     )
 
 
-def diffusers_loop(scheduler: Any, net: nn.Module, x_t: torch.Tensor, steps: int) -> torch.Tensor:
-    """The standard diffusers denoising loop: ``scheduler.step(net(x, t), t, x)`` over its timesteps.
+def diffusers_loop(scheduler: Any, net: Any, x_t: torch.Tensor, steps: int) -> torch.Tensor:
+    """The standard diffusers denoising loop from x_T ~ N(0, I) (a DDPM x_t at the top timestep):
+    ``x = x_T * init_noise_sigma``, then ``scheduler.step(net(scale_model_input(x, t), t), t, x)`` over
+    its timesteps (the sigma-space schedulers, Euler and Heun, scale x by sqrt(1 + sigma^2); DDPM, DDIM
+    and DPM-Solver leave it as is).
 
     DDIM recomputes eps from the clipped x_0 (``use_clipped_model_output``), as ours and the DDIM
     authors' code do; diffusers' default keeps the unclipped eps.
     """
     scheduler.set_timesteps(steps)
-    generator = torch.Generator().manual_seed(0)
-    ddim = {"use_clipped_model_output": True} if "eta" in inspect.signature(scheduler.step).parameters else {}
-    x = x_t
+    params = inspect.signature(scheduler.step).parameters
+    options: dict[str, Any] = {"use_clipped_model_output": True} if "eta" in params else {}
+    if "generator" in params:
+        options["generator"] = torch.Generator().manual_seed(0)
+    x = x_t * scheduler.init_noise_sigma
     with torch.no_grad():
         for t in scheduler.timesteps:
-            eps = net(x, t.expand(x.shape[0]))
-            x = scheduler.step(eps, t, x, generator=generator, **ddim).prev_sample
+            eps = net(scheduler.scale_model_input(x, t), t.expand(x.shape[0]))
+            x = scheduler.step(eps, t, x, **options).prev_sample
     return x
 
 

@@ -9,15 +9,7 @@ import sys
 
 import pytest
 
-from ddpm.cli import ddpm_eval, ddpm_export, ddpm_sample, ddpm_train
-from tests.helpers import run_cli
-
-MAINS = {
-    "ddpm-train": ddpm_train,
-    "ddpm-eval": ddpm_eval,
-    "ddpm-sample": ddpm_sample,
-    "ddpm-export": ddpm_export,
-}
+from tests.helpers import run_cli, run_main
 
 
 def _error_line(stderr: str) -> str:
@@ -29,13 +21,10 @@ def _error_line(stderr: str) -> str:
 
 def _run_main(program: str, args: list[str], monkeypatch, capsys, tmp_path) -> str:
     """The entry point's ``main`` in this process, as its console script calls it; the error line."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", [program, *args])
-    with pytest.raises(SystemExit) as exit_info:
-        MAINS[program].main()
-    assert exit_info.value.code == 2
+    result = run_main([program, *args], tmp_path, monkeypatch, capsys)
+    assert result.returncode == 2, result.stderr[-3000:]
     assert os.environ.get("HYDRA_FULL_ERROR") == "0"  # the user's setting is back (conftest sets 0)
-    return _error_line(capsys.readouterr().err)
+    return _error_line(result.stderr)
 
 
 @pytest.mark.parametrize(

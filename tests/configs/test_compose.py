@@ -9,6 +9,8 @@ from ddpm.utils.config import config_dir
 from tests.helpers import compose_train
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+# the keys an experiment needs from its user (constructing a DataModule checks no path)
+USER_KEYS = {"image_folder": ["data.path=my_images"]}
 PAPER_PARAMS = {
     "ddpm_cifar10": 35_746_307,
     "ddpm_lsun_church": 113_673_219,
@@ -25,7 +27,7 @@ def test_default_config_needs_no_download(tmp_path):
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_builds(experiment, tmp_path):
-    cfg = compose_train([f"experiment={experiment}"], tmp_path)
+    cfg = compose_train([f"experiment={experiment}", *USER_KEYS.get(experiment, [])], tmp_path)
     # build the module on the meta device: instant, and nothing is trained
     with torch.device("meta"):
         module = hydra.utils.instantiate(cfg.module)
@@ -61,7 +63,7 @@ def test_lsun_experiments_use_fixed_small_and_lr_2e5(tmp_path):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_out_channels_follow_the_variance(experiment, tmp_path):
     """model.out_channels is derived: in_channels, doubled for a learned variance (mean + variance)."""
-    cfg = compose_train([f"experiment={experiment}"], tmp_path)
+    cfg = compose_train([f"experiment={experiment}", *USER_KEYS.get(experiment, [])], tmp_path)
     factor = 2 if cfg.diffusion.var_type in ("learned", "learned_range") else 1
     assert cfg.model.out_channels == cfg.model.in_channels * factor
     # the run config stored in checkpoints holds the resolved number

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ddpm.data import DiffusionDataModule, ResumableDistributedSampler
+from tests.helpers import quiet_trainer
 
 
 class Items(Dataset):
@@ -67,15 +68,10 @@ class Dump(L.LightningModule):
 @pytest.mark.parametrize("use_distributed_sampler", [True, False])
 def test_ddp_two_cpu_ranks(tmp_path, use_distributed_sampler):
     dm = ItemsDataModule(batch_size=4, seed=5, random_flip=False)
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         devices=2,
         strategy="ddp_spawn",
         max_epochs=2,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
         num_sanity_val_steps=0,
         use_distributed_sampler=use_distributed_sampler,
     )

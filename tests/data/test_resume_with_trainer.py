@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ddpm.data import DigitsDataModule
+from tests.helpers import quiet_trainer
 
 
 class Recorder(L.LightningModule):
@@ -27,14 +28,10 @@ class Recorder(L.LightningModule):
 def fit(max_steps: int, num_workers: int, ckpt_path=None, callbacks=()) -> Recorder:
     dm = DigitsDataModule(batch_size=128, image_size=8, random_flip=True, seed=3, num_workers=num_workers)
     model = Recorder()
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         devices=1,
         max_steps=max_steps,
         limit_val_batches=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         enable_checkpointing=bool(callbacks),
         callbacks=list(callbacks),
         use_distributed_sampler=False,

@@ -47,7 +47,8 @@ from ddpm.metrics.reference_cache import reference_features, reference_statistic
 from ddpm.metrics.statistics import fid
 from ddpm.sampling import AncestralSampler
 from ddpm.utils.distributed import barrier, rank_and_world
-from tests.evaluation.helpers import FakeDataModule, tiny_unet
+from tests.evaluation.helpers import FakeDataModule
+from tests.helpers import quiet_trainer, tiny_unet
 from tests.metrics.helpers import StubExtractor
 
 NUM_SAMPLES = 5  # odd: the ranks get uneven shares
@@ -118,7 +119,6 @@ def plain(out: Path, inception_path: str) -> None:
 
 
 def lightning(out: Path, inception_path: str, devices: int) -> None:
-    import lightning as L
 
     from ddpm.callbacks.evaluation import FIDCallback
     from ddpm.callbacks.nll import NLLCallback
@@ -152,16 +152,11 @@ def lightning(out: Path, inception_path: str, devices: int) -> None:
         ),
     )
     nll_callback = NLLCallback(every_n_steps=2, num_images=3, batch_size=1, output_dir=str(out / "nll"))
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         devices=devices,
         strategy="ddp" if devices > 1 else "auto",
         max_steps=2,
         limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[fid_callback, nll_callback],
     )
     trainer.fit(module, datamodule=datamodule)

@@ -1,5 +1,5 @@
-"""Small models, a data module and checkpoints for the evaluation tests (no downloads); the stand-in
-feature network and images: :mod:`tests.metrics.helpers`."""
+"""A data module and checkpoints for the evaluation tests (no downloads); the stand-in feature network and
+images: :mod:`tests.metrics.helpers`; the small U-Net: :func:`tests.helpers.tiny_unet`."""
 
 from __future__ import annotations
 
@@ -7,29 +7,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from ddpm.models import UNet
 from tests.metrics.helpers import RandomImages
-
-
-def tiny_unet(channels: int = 3, resolution: int = 8, seed: int = 0, scale: float = 0.05) -> UNet:
-    """A small U-Net with random (non-zero) weights everywhere, so that its output depends on its input."""
-    torch.manual_seed(seed)
-    net = UNet(
-        in_channels=channels,
-        out_channels=channels,
-        ch=32,
-        ch_mult=(1, 2),
-        num_res_blocks=1,
-        attn_resolutions=(resolution // 2,),
-        dropout=0.0,
-        resolution=resolution,
-    )
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.dim() > 1:
-                p.copy_(torch.randn(p.shape, generator=generator) * scale)
-    return net.eval()
 
 
 class FakeDataModule(L.LightningDataModule):

@@ -4,15 +4,12 @@ with labels and guidance, ``ddpm-eval``'s class-conditional protocol, and the di
 from __future__ import annotations
 
 import hydra
-import lightning as L
 import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
 
-from ddpm.callbacks.run_config import RunConfigCallback
 from ddpm.cli.ddpm_sample import generate_images
 from ddpm.diffusion.denoiser import NULL_LABEL
 from ddpm.errors import ConfigError
@@ -26,8 +23,7 @@ from ddpm.weights import export_checkpoint, load_model
 from ddpm.weights.diffusers_unet import to_diffusers_state_dict
 from tests.evaluation.helpers import write_lightning_checkpoint
 from tests.evaluation.test_eval_app import eval_overrides, run_eval
-from tests.helpers import TINY, compose_train
-from tests.models.test_unet import randomize_
+from tests.helpers import TINY, compose_train, fit_checkpoint, randomize_
 
 CONDITIONAL = ["data.class_labels=true", "model.num_classes=10", "diffusion.num_timesteps=10"]
 
@@ -36,8 +32,6 @@ CONDITIONAL = ["data.class_labels=true", "model.num_classes=10", "diffusion.num_
 def conditional_checkpoint(tmp_path_factory):
     """Five optimizer steps of a class-conditional tiny U-Net on labelled digits (label dropout 0.1)."""
     out = tmp_path_factory.mktemp("conditional")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     overrides = [
         "trainer.max_steps=5",
         "data.batch_size=8",
@@ -47,22 +41,8 @@ def conditional_checkpoint(tmp_path_factory):
     cfg = compose_train([*TINY, *CONDITIONAL, *overrides], out)
     module = hydra.utils.instantiate(cfg.module)
     before = module.net.class_embedding.weight.detach().clone()
-    trainer = L.Trainer(
-        callbacks=[RunConfigCallback(OmegaConf.to_container(cfg, resolve=True))],
-        max_steps=5,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=1,
-        use_distributed_sampler=False,
-    )
-    trainer.fit(module, datamodule=hydra.utils.instantiate(cfg.data))
-    torch.set_num_threads(threads)
+    path = fit_checkpoint(cfg, out / "last.ckpt", module, limit_val_batches=1)
     assert not torch.equal(module.net.class_embedding.weight, before)  # the labels reached the network
-    path = out / "last.ckpt"
-    trainer.save_checkpoint(path)
     return path
 
 

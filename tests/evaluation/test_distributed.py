@@ -1,57 +1,26 @@
 """1 vs 2 DDP ranks (CPU, gloo, subprocesses): the same samples, FID / IS / KID / PR / NLL, no hang."""
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import gloo_env, on_a_free_port
+
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def base_env():
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "MASTER_ADDR": "127.0.0.1"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"):
-        env.pop(name, None)
-    return env
-
-
-def with_port_retry(launch):
-    """Run ``launch(port) -> (ok, log)``; once more on a fresh port if it failed.
-
-    ``free_port`` releases the port before the processes bind it, so another process can take it in
-    between (seen once in ~5 full-suite runs); a genuine failure fails twice and is reported.
-    """
-    ok, log = launch(str(free_port()))
-    if not ok:
-        ok, log = launch(str(free_port()))
-    assert ok, log
-
-
 def run_plain(out: Path, inception_path: Path, world: int) -> dict:
-    with_port_retry(lambda port: _launch_plain(out, inception_path, world, port))
+    on_a_free_port(lambda port: _launch_plain(out, inception_path, world, port))
     return json.loads((out / "result.json").read_text())
 
 
-def _launch_plain(out: Path, inception_path: Path, world: int, port: str) -> tuple[bool, str]:
+def _launch_plain(out: Path, inception_path: Path, world: int, port: int) -> tuple[bool, str]:
     procs = []
     for rank in range(world):
-        env = {
-            **base_env(),
-            "MASTER_PORT": port,
-            "RANK": str(rank),
-            "WORLD_SIZE": str(world),
-            "LOCAL_RANK": str(rank),
-        }
+        env = gloo_env(port, rank, world)
         procs.append(
             subprocess.Popen(
                 [sys.executable, str(WORKER), "plain", str(out), str(inception_path)],
@@ -66,7 +35,11 @@ def _launch_plain(out: Path, inception_path: Path, world: int, port: str) -> tup
 
 
 def test_one_and_two_ranks_agree(tmp_path, inception_path):
-    one = run_plain(tmp_path / "world1", inception_path, 1)
+    from tests.evaluation.ddp_worker import plain
+
+    (tmp_path / "world1").mkdir()
+    plain(tmp_path / "world1", str(inception_path))  # one process, no process group: in this one
+    one = json.loads((tmp_path / "world1" / "result.json").read_text())
     two = run_plain(tmp_path / "world2", inception_path, 2)
     assert (one["world"], two["world"]) == (1, 2)
     assert two["shards_sha256"] == one["shards_sha256"]  # identical samples, nothing skipped or doubled
@@ -100,17 +73,17 @@ def test_callbacks_under_lightning_ddp_match_one_process(tmp_path, inception_pat
     lightning(tmp_path / "devices1", str(inception_path), 1)  # one process: in this one
     out = tmp_path / "devices2"
 
-    def launch(port: str) -> tuple[bool, str]:
+    def launch(port: int) -> tuple[bool, str]:
         proc = subprocess.run(
             [sys.executable, str(WORKER), "lightning", str(out), str(inception_path), "2"],
-            env={**base_env(), "MASTER_PORT": port},
+            env=gloo_env(port),
             capture_output=True,
             text=True,
             timeout=400,
         )
         return proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
-    with_port_retry(launch)
+    on_a_free_port(launch)
     results = {
         d: [json.loads((tmp_path / f"devices{d}" / f"rank{r}.json").read_text()) for r in range(d)]
         for d in (1, 2)

@@ -15,8 +15,7 @@ from ddpm.evaluation.generation import (
 from ddpm.io.shards import ShardStore
 from ddpm.sampling import AncestralSampler
 from ddpm.utils.fingerprint import describe_sampler, fingerprint, module_digest
-
-from .helpers import tiny_unet
+from tests.helpers import tiny_unet
 
 SHAPE = (3, 8, 8)
 

@@ -10,8 +10,8 @@ from torch import nn
 
 from ddpm.diffusion import GaussianDiffusion, SimpleLoss
 from ddpm.evaluation.nll import NLLSettings, bound_terms, dataset_nll, dataset_nll_resumable, nll_seeds
-from ddpm.models import UNet
 from ddpm.sampling import PerSampleNoise
+from tests.helpers import tiny_unet
 from tests.metrics.helpers import RandomImages
 
 T = 6
@@ -148,9 +148,7 @@ def test_bound_of_untrained_model_is_finite_and_falls_with_training():
 
     train, test = flat_images(256), flat_images(8)
     diffusion = GaussianDiffusion("cosine", num_timesteps=20)
-    net = UNet(
-        3, 3, ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0, resolution=8
-    )
+    net = tiny_unet(3, scale=None)
     before = dataset_nll(net.eval(), diffusion, test, NLLSettings(batch_size=8)).summary()
     assert math.isfinite(before["bpd"]) and before["bpd"] > 0
     optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)

@@ -11,8 +11,8 @@ from ddpm.weights.diffusers_unet import diffusers_config_for
 from ddpm.weights.load import load_model
 from ddpm.weights.presets import PRESETS
 from ddpm.weights.released import load_pesser_state_dict
-
-from .helpers import tiny_unet, write_lightning_checkpoint
+from tests.evaluation.helpers import write_lightning_checkpoint
+from tests.helpers import tiny_unet
 
 TINY_ARCH = {"ch": 32, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (4,), "resolution": 8}
 

@@ -6,6 +6,7 @@ from torch import nn
 
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.lightning import DDPMLitModule
+from tests.helpers import tiny_unet
 
 
 class Affine(nn.Module):
@@ -57,22 +58,8 @@ def test_linear_warmup_then_constant(warmup):
 
 
 def test_channels_last_module_matches_contiguous():
-    from ddpm.models import UNet
-
     def make(channels_last):
-        torch.manual_seed(0)
-        net = UNet(
-            in_channels=1,
-            out_channels=1,
-            ch=32,
-            ch_mult=(1, 2),
-            num_res_blocks=1,
-            attn_resolutions=(4,),
-            dropout=0.0,
-            resolution=8,
-        )
-        for p in net.parameters():  # leave the zero init behind so outputs are non-trivial
-            p.data.normal_(0, 0.05, generator=torch.Generator().manual_seed(p.numel()))
+        net = tiny_unet(1)  # random weights (not the zero init): the outputs are non-trivial
         return DDPMLitModule(net, GaussianDiffusion(num_timesteps=10), channels_last=channels_last)
 
     plain, cl = make(False), make(True)

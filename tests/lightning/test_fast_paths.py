@@ -14,13 +14,9 @@ from ddpm.errors import ConfigError
 from ddpm.lightning import DDPMLitModule
 from ddpm.lightning.ema import EMA
 from ddpm.lightning.module import resolve_fused
-from ddpm.models import UNet
+from tests.helpers import tiny_unet
 
-
-def tiny_unet(seed: int = 0) -> UNet:
-    torch.manual_seed(seed)
-    return UNet(in_channels=1, out_channels=1, ch=32, ch_mult=(1,), num_res_blocks=1, attn_resolutions=(8,),
-                resolution=8)  # fmt: skip
+ONE_LEVEL = {"ch_mult": (1,), "attn_resolutions": (8,), "scale": None}  # tiny_unet's own init, one level
 
 
 class WithIntBuffer(nn.Module):
@@ -100,7 +96,7 @@ def test_training_steps_do_not_read_device_values_between_log_intervals(tmp_path
     Every such call blocks the host until the GPU has finished all queued work. (C++-internal syncs
     are invisible here; ``benchmarks/gpu_suite.py`` checks them with torch.cuda.set_sync_debug_mode.)
     """
-    module = DDPMLitModule(tiny_unet(), GaussianDiffusion(num_timesteps=50), warmup_steps=3)
+    module = DDPMLitModule(tiny_unet(1, **ONE_LEVEL), GaussianDiffusion(num_timesteps=50), warmup_steps=3)
     counter = _SyncCounter(start=2, stop=8)
     trainer = L.Trainer(
         max_steps=8, logger=L.pytorch.loggers.CSVLogger(tmp_path), log_every_n_steps=50,
@@ -133,14 +129,18 @@ def test_fused_adam_is_auto_on_cuda_only_and_refused_with_a_grad_scaler():
 
 def test_cpu_optimizer_is_unchanged_by_fused_auto():
     """``fused: null`` (configs/module/ddpm.yaml) builds torch's default Adam on the CPU: same numbers."""
-    module = DDPMLitModule(tiny_unet(), GaussianDiffusion(num_timesteps=50), optimizer=_factory(None))
+    module = DDPMLitModule(
+        tiny_unet(1, **ONE_LEVEL), GaussianDiffusion(num_timesteps=50), optimizer=_factory(None)
+    )
     optimizer = module.configure_optimizers()["optimizer"]
     assert optimizer.defaults["fused"] is None and optimizer.defaults["foreach"] is None
 
 
 def test_compile_flag_keeps_state_dict_keys_and_loads_eager_checkpoints():
-    eager = DDPMLitModule(tiny_unet(0), GaussianDiffusion(num_timesteps=50))
-    compiled = DDPMLitModule(tiny_unet(1), GaussianDiffusion(num_timesteps=50), compile=True)
+    eager = DDPMLitModule(tiny_unet(1, seed=0, **ONE_LEVEL), GaussianDiffusion(num_timesteps=50))
+    compiled = DDPMLitModule(
+        tiny_unet(1, seed=1, **ONE_LEVEL), GaussianDiffusion(num_timesteps=50), compile=True
+    )
     assert compiled.state_dict().keys() == eager.state_dict().keys()
     compiled.load_state_dict(eager.state_dict())
     assert compiled.net._compiled_call_impl is not None  # the network's forward goes through dynamo
@@ -154,7 +154,9 @@ def test_bf16_mixed_loss_is_finite_close_to_fp32_and_weights_and_ema_stay_fp32(t
     output is cast in noised_prediction), the weights and their EMA are fp32 master copies."""
 
     def run(precision):
-        module = DDPMLitModule(tiny_unet(), GaussianDiffusion(num_timesteps=50), warmup_steps=0, seed=3)
+        module = DDPMLitModule(
+            tiny_unet(1, **ONE_LEVEL), GaussianDiffusion(num_timesteps=50), warmup_steps=0, seed=3
+        )
         trainer = L.Trainer(
             max_steps=2, precision=precision, logger=False, enable_progress_bar=False,
             enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0,

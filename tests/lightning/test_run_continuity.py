@@ -19,7 +19,7 @@ from ddpm.errors import DivergenceError, RunDirectoryExistsError
 from ddpm.io.checkpoint_file import read_lightning_checkpoint
 from ddpm.lightning.resume import newest_checkpoint
 from ddpm.utils.wandb_run import kept_run_id
-from tests.helpers import REPO_ROOT, TINY, compose_train, run_cli
+from tests.helpers import TINY, compose_train, run_cli, run_main
 
 BASE = [
     *TINY,
@@ -116,7 +116,7 @@ def test_a_run_ending_between_two_saves_keeps_its_final_step_and_continues_exact
 
 @pytest.mark.slow
 def test_kill_9_then_the_same_command_continues_bit_identically_in_the_same_wandb_run(tmp_path):
-    args = [*BASE, "trainer.max_steps=30", *CHECKPOINTS, "logger=wandb", f"paths.root_dir={tmp_path}"]
+    args = [*BASE, "trainer.max_steps=30", *CHECKPOINTS, "logger=wandb"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
     straight = run_cli(["ddpm-train", *args, f"hydra.run.dir={tmp_path / 'straight'}"], tmp_path, env=env)
     assert straight.returncode == 0, straight.stderr[-2000:]
@@ -188,15 +188,16 @@ def _checkpoints_all_finite(run_dir: Path) -> list[int]:
     return steps
 
 
-def test_injected_nan_stops_the_run_with_one_line_and_keeps_every_good_checkpoint(tmp_path):
+def test_injected_nan_stops_the_run_with_one_line_and_keeps_every_good_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
     run_dir = tmp_path / "run"
     poison = [
         "+callbacks.poison._target_=tests.lightning.faults.PoisonWeights",
         "+callbacks.poison.at_step=7",
     ]
     args = [*BASE, "trainer.max_steps=40", *CHECKPOINTS, *GUARD, *poison, f"hydra.run.dir={run_dir}"]
-    env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
-    result = run_cli(["ddpm-train", *args, f"paths.root_dir={tmp_path}"], tmp_path, env=env)
+    result = run_main(["ddpm-train", *args], tmp_path, monkeypatch, capsys)  # its main, in this process
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in result.stderr

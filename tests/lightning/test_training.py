@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from torch import Tensor, nn
@@ -11,24 +10,14 @@ from torch.utils.data import DataLoader, Dataset
 from ddpm.cli.ddpm_train import train
 from ddpm.diffusion import GaussianDiffusion, SimpleLoss
 from ddpm.lightning import DDPMLitModule
-from ddpm.models import UNet
-from tests.helpers import TINY, compose_train
+from tests.helpers import TINY, compose_train, quiet_trainer, tiny_unet
 
 
 def test_tiny_unet_overfits_a_fixed_batch():
     """Overfitting one fixed batch (images, t and noise) drives L_simple down by a large factor."""
     torch.manual_seed(0)
     x0 = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)).round() * 2 - 1
-    net = UNet(
-        in_channels=1,
-        out_channels=1,
-        ch=32,
-        ch_mult=(1, 2),
-        num_res_blocks=1,
-        attn_resolutions=(),
-        dropout=0.0,
-        resolution=8,
-    )
+    net = tiny_unet(1, attn_resolutions=(), scale=None)
     module = DDPMLitModule(net, GaussianDiffusion(num_timesteps=50), warmup_steps=0)
     loss_fn = SimpleLoss()
 
@@ -116,7 +105,7 @@ class KeywordNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.unet = UNet(1, 1, ch=32, ch_mult=(1,), num_res_blocks=1, attn_resolutions=(), resolution=8)
+        self.unet = tiny_unet(1, ch_mult=(1,), attn_resolutions=(), scale=None)
         self.embed = nn.Embedding(10, 1)
 
     def forward(self, x: Tensor, t: Tensor, *, label: Tensor) -> Tensor:
@@ -145,15 +134,7 @@ def test_conditioning_reaches_the_network_in_training_and_validation(as_dict):
     KEYWORD_CALLS.clear()
     module = DDPMLitModule(KeywordNet(), GaussianDiffusion(num_timesteps=20), warmup_steps=0, ema_decay=0.9)
     loader = DataLoader(LabelledImages(as_dict), batch_size=3)  # batches of 3 and 2
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_steps=2, num_sanity_val_steps=0)
     trainer.fit(module, loader, loader)
     assert trainer.global_step == 2
     assert [size for training, size in KEYWORD_CALLS if training] == [3, 2]

@@ -10,7 +10,8 @@ from ddpm.diffusion.denoiser import NULL_LABEL
 from ddpm.errors import ConfigError
 from ddpm.models import UNet
 from ddpm.models.unet import timestep_embedding
-from tests.models.test_unet import CIFAR10, LSUN256, SMALL, randomize_
+from tests.helpers import randomize_
+from tests.models.test_unet import CIFAR10, LSUN256, SMALL
 
 
 @pytest.mark.parametrize(("kwargs", "expected"), [(CIFAR10, 35_746_307), (LSUN256, 113_673_219)])

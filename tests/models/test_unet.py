@@ -10,26 +10,12 @@ import torch.nn.functional as F
 
 from ddpm.models import UNet
 from ddpm.models.unet import AttnBlock, timestep_embedding
+from tests.helpers import randomize_
 
 CIFAR10 = {}  # the defaults
 LSUN256 = {"ch_mult": (1, 1, 2, 2, 4, 4), "attn_resolutions": (16,), "resolution": 256, "dropout": 0.0}
 # A small config with every feature (channel changes, attention level, 3 levels) that runs in milliseconds.
 SMALL = {"ch": 32, "ch_mult": (1, 2, 2), "num_res_blocks": 2, "attn_resolutions": (8,), "resolution": 16}
-
-
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Overwrite every parameter (including the zero-initialised ones) with O(1)-scaled random values."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim >= 2:
-                fan_in = p[0].numel()
-                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(fan_in))
-            elif "norm" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return model
 
 
 @pytest.mark.parametrize(("kwargs", "expected"), [(CIFAR10, 35_746_307), (LSUN256, 113_673_219)])

@@ -50,7 +50,8 @@ def test_notebook_is_stored_without_outputs(path):
 
 
 def test_forward_process_notebook_runs():
-    _execute(NOTEBOOKS / "01_forward_process_and_samples.ipynb")
+    # without a quickstart checkpoint it trains its small model: 10 steps here, not a user's 150
+    _execute(NOTEBOOKS / "01_forward_process_and_samples.ipynb", {"DDPM_NOTEBOOK_TRAIN_STEPS": "10"})
 
 
 def test_paper_figures_notebook_draws_every_figure(tmp_path):

@@ -43,10 +43,15 @@ def oracle_as(kind: str, oracle: GaussianOracle, diffusion: GaussianDiffusion):
 
 
 def make_oracle(
-    diffusion: GaussianDiffusion, shape=(1, 4, 4), std=(0.1, 0.3), seed: int = 0
+    diffusion: GaussianDiffusion, shape=(1, 4, 4), std=(0.1, 0.3), seed: int = 0, evenly: bool = False
 ) -> GaussianOracle:
+    """The oracle of a diagonal Gaussian: means uniform in [-0.5, 0.5), per-dimension stds drawn uniformly
+    from ``std`` (``evenly``: spread evenly over it, in a random order)."""
     g = torch.Generator().manual_seed(seed)
     n = int(torch.tensor(shape).prod())
     mean = (torch.rand(n, generator=g) - 0.5).view(shape)
-    stds = torch.empty(n).uniform_(*std, generator=g).view(shape)
+    if evenly:
+        stds = torch.linspace(*std, n)[torch.randperm(n, generator=g)].view(shape)
+    else:
+        stds = torch.empty(n).uniform_(*std, generator=g).view(shape)
     return GaussianOracle(diffusion, mean, stds)

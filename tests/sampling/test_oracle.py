@@ -17,18 +17,11 @@ import torch
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.sampling import AncestralSampler, DDIMSampler, DPMSolverPPSampler
 from ddpm.testing import BatchNoise, GaussianOracle, exact_moments, sample_moments
+from tests.sampling.helpers import make_oracle
 
 SHAPE = (1, 4, 4)
 N = 2000
 Z = 4.0
-
-
-def make_oracle(diffusion: GaussianDiffusion, std_lo: float, std_hi: float, seed: int = 0) -> GaussianOracle:
-    g = torch.Generator().manual_seed(seed)
-    dims = math.prod(SHAPE)
-    mean = (torch.rand(dims, generator=g) - 0.5).view(SHAPE)
-    std = torch.linspace(std_lo, std_hi, dims)[torch.randperm(dims, generator=g)].view(SHAPE)
-    return GaussianOracle(diffusion, mean, std)
 
 
 def within_tolerance(
@@ -92,7 +85,7 @@ CASES = [
 @pytest.mark.parametrize(("diffusion", "factory"), CASES)
 def test_sampler_matches_data_moments(diffusion, factory, request):
     name = request.node.callspec.id
-    oracle = make_oracle(diffusion, 0.25, 0.5)
+    oracle = make_oracle(diffusion, SHAPE, (0.25, 0.5), evenly=True)
     sampler = factory(diffusion)
     noise = BatchNoise(N, torch.Generator().manual_seed(1234))
     samples = sampler.sample(oracle, SHAPE, noise, "cpu")
@@ -115,7 +108,7 @@ def test_sampler_matches_data_moments(diffusion, factory, request):
 )
 def test_tolerance_detects_too_few_steps(name, factory):
     """Negative controls: the same check rejects samplers run with far too few steps."""
-    oracle = make_oracle(LINEAR, 0.25, 0.5)
+    oracle = make_oracle(LINEAR, SHAPE, (0.25, 0.5), evenly=True)
     samples = factory(LINEAR).sample(oracle, SHAPE, BatchNoise(N, torch.Generator().manual_seed(1234)), "cpu")
     ok, msg = within_tolerance(*sample_moments(samples), oracle, N)
     assert not ok, f"{name} unexpectedly passed: {msg}"
@@ -123,7 +116,7 @@ def test_tolerance_detects_too_few_steps(name, factory):
 
 def test_exact_moments_agree_with_monte_carlo():
     """The impulse-noise computation of the output Gaussian agrees with a Monte-Carlo estimate."""
-    oracle = make_oracle(LINEAR, 0.1, 0.3)
+    oracle = make_oracle(LINEAR, SHAPE, (0.1, 0.3), evenly=True)
     sampler = AncestralSampler(LINEAR, clip_denoised=False, steps=50)
     mean, var = exact_moments(sampler, oracle)
     samples = sampler.sample(oracle, SHAPE, BatchNoise(20000, torch.Generator().manual_seed(0)), "cpu")
@@ -153,7 +146,7 @@ def test_fewer_steps_than_ancestral():
     is not faster than ancestral on this stiff problem (both need 200): it is the quadratic spacing that
     puts DDIM's steps where the ODE needs them.
     """
-    oracle = make_oracle(LINEAR, 0.1, 0.3)
+    oracle = make_oracle(LINEAR, SHAPE, (0.1, 0.3), evenly=True)
     need = {
         "ancestral": steps_needed(lambda s: AncestralSampler(LINEAR, clip_denoised=False, steps=s), oracle),
         "ddim_quadratic": steps_needed(
@@ -175,7 +168,7 @@ def test_fewer_steps_than_ancestral():
 
 def test_dpm_solver_3m_is_robust():
     """3M is never much worse than 2M (the step-size guard) and better at 20 steps on stiff data."""
-    oracle = make_oracle(LINEAR, 0.05, 0.3, seed=1)
+    oracle = make_oracle(LINEAR, SHAPE, (0.05, 0.3), seed=1, evenly=True)
 
     def fd(order: int, steps: int) -> float:
         return oracle.frechet_distance(

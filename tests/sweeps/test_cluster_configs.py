@@ -10,10 +10,16 @@ from hydra.core.global_hydra import GlobalHydra
 from ddpm.utils.config import config_dir
 
 
+@pytest.fixture(autouse=True)
+def _root_dir(monkeypatch):
+    """The project root as a user sets it, with DDPM_ROOT (docs/configuration.md): fixed paths to compare."""
+    monkeypatch.setenv("DDPM_ROOT", "/root_dir")
+
+
 def composed(overrides: list[str]):
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=["paths.root_dir=/root_dir", *overrides], return_hydra_config=True)
+        return compose("train", overrides=overrides, return_hydra_config=True)
 
 
 def test_slurm_launcher_follows_the_trainer():

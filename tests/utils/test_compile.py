@@ -8,7 +8,7 @@ from ddpm.diffusion import GaussianDiffusion
 from ddpm.lightning import DDPMLitModule
 from ddpm.sampling import sample
 from ddpm.utils.compile import CompiledDenoiser, compile_for_sampling, default_mode
-from tests.evaluation.helpers import tiny_unet
+from tests.helpers import tiny_unet
 
 
 def test_sampling_compile_mode_by_device_and_bad_modes_refused():

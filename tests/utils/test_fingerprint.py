@@ -16,7 +16,7 @@ from ddpm.utils.fingerprint import (
     fingerprint,
     module_digest,
 )
-from tests.evaluation.helpers import tiny_unet
+from tests.helpers import tiny_unet
 
 
 @pytest.fixture(scope="module")

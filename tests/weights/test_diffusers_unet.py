@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from ddpm.weights.diffusers_unet import (
     to_diffusers_state_dict,
     unet_kwargs_from_diffusers_config,
 )
+from tests.helpers import randomize_
 
 diffusers = pytest.importorskip("diffusers")
 UNet2DModel = diffusers.UNet2DModel
@@ -58,20 +58,6 @@ HUB_CIFAR10_CONFIG = {
     "time_embedding_type": "positional",
     "up_block_types": ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
 }
-
-
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Overwrite every parameter (zero-initialised ones included) with O(1)-scaled random values."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p[0].numel()))
-            elif "norm" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return model
 
 
 def random_diffusers(kwargs: dict, seed: int = 0) -> UNet2DModel:

@@ -19,7 +19,7 @@ from ddpm.sampling import AncestralSampler, PerSampleNoise
 from ddpm.weights import export_checkpoint, load_model
 from ddpm.weights.export import hub_module, push_to_hub, write_diffusers_folder
 from tests.evaluation.helpers import write_lightning_checkpoint
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_main
 
 VARIANTS = {
     "eps_fixed_large": [],
@@ -189,7 +189,7 @@ def test_an_existing_folder_is_never_overwritten(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
 
 
-def test_export_cli_writes_then_refuses_in_one_line(tmp_path):
+def test_export_cli_writes_then_refuses_in_one_line(tmp_path, monkeypatch, capsys):
     ckpt = _checkpoint(tmp_path, [])
     before = set(tmp_path.iterdir())
     args = ["ddpm-export", f"ckpt_path={ckpt}", f"output_dir={tmp_path}/pipe"]
@@ -198,16 +198,16 @@ def test_export_cli_writes_then_refuses_in_one_line(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     assert (tmp_path / "pipe" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert set(tmp_path.iterdir()) - before == {tmp_path / "pipe"}  # no logs/export/runs/<time>/, no log file
-    again = run_cli(args, tmp_path, env=env)
+    again = run_main(args, tmp_path, monkeypatch, capsys)  # the console script's main, in this process
     assert again.returncode == 2 and "Traceback" not in again.stderr
     errors = [line for line in again.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "refusing to overwrite" in errors[0]
 
 
-def test_export_cli_refuses_a_mu_model_in_one_line(tmp_path):
+def test_export_cli_refuses_a_mu_model_in_one_line(tmp_path, monkeypatch, capsys):
     ckpt = _checkpoint(tmp_path, ["diffusion.mean_type=mu"])
     args = ["ddpm-export", f"ckpt_path={ckpt}", f"output_dir={tmp_path}/pipe", f"hydra.run.dir={tmp_path}/h"]
-    result = run_cli(args, tmp_path, env={"OMP_NUM_THREADS": "1"})
+    result = run_main(args, tmp_path, monkeypatch, capsys)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "mean_type=mu" in errors[0]

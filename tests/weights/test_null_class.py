@@ -27,7 +27,7 @@ from tests.evaluation.test_conditional_eval import (  # noqa: F401 (a fixture)
     conditional_checkpoint,
 )
 from tests.evaluation.test_eval_app import eval_overrides
-from tests.helpers import compose_train, run_cli
+from tests.helpers import compose_train, run_main
 
 UNTRAINED = "class_dropout=0 .*null class is untrained"
 
@@ -130,10 +130,10 @@ def test_ddpm_eval_refuses_the_unconditional_nll_before_any_work(tmp_path, incep
         prepare(cfg, eval_settings(cfg), torch.device("cpu"))
 
 
-def test_the_refusal_is_one_line_and_exit_2(tmp_path):
+def test_the_refusal_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     ckpt = _checkpoint(tmp_path, 0.0)
     args = ["ddpm-sample", f"ckpt_path={ckpt}", "labels=balanced", "guidance_scale=3", "num_samples=2"]
-    result = run_cli([*args, f"hydra.run.dir={tmp_path}/h"], tmp_path, env={"OMP_NUM_THREADS": "1"})
+    result = run_main([*args, f"hydra.run.dir={tmp_path}/h"], tmp_path, monkeypatch, capsys)  # its main, here
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "class_dropout=0" in errors[0] and "retrain" in errors[0]

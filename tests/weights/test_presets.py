@@ -22,7 +22,7 @@ PAPER_PARAMS = {"unet_cifar10": 35_746_307, "unet_lsun256": 113_673_219}
 def test_a_preset_is_its_model_yaml(name: str) -> None:
     preset = PRESETS[name]
     yaml = OmegaConf.load(config_dir() / "model" / f"{preset.model}.yaml")
-    plain = OmegaConf.to_container(yaml)  # unresolved: out_channels stays an interpolation
+    plain = OmegaConf.to_container(yaml, resolve=True)  # alone: resolution without a data config
     architecture = {key: plain[key] for key in ARCHITECTURE}
     assert preset.unet == {k: tuple(v) if isinstance(v, list) else v for k, v in architecture.items()}
     assert preset.dropout == yaml.dropout

@@ -3,7 +3,6 @@ ddpm-train init_from=<weights> (fine-tuning: the weights only, a fresh optimizer
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import hydra
@@ -24,7 +23,7 @@ from ddpm.weights import init_from_weights, load_model
 from ddpm.weights.diffusers_unet import diffusers_config_for
 from ddpm.weights.presets import PRESETS
 from tests.evaluation.helpers import write_lightning_checkpoint
-from tests.helpers import TINY, compose_train
+from tests.helpers import TINY, compose_train, randomize_
 
 # the architecture of TINY's network (tests.helpers): 16x16 grayscale digits
 TINY_NET = {
@@ -39,20 +38,10 @@ TINY_NET = {
 }
 
 
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Non-zero weights everywhere (zero-initialised output layers included), O(1) activations."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            scale = 1 / math.sqrt(p[0].numel()) if p.ndim >= 2 else 0.1
-            p.copy_(torch.randn(p.shape, generator=generator) * scale)
-    return model.eval()
-
-
 def diffusers_folder(path: Path, arch: dict, seed: int = 0):
     """A pipeline folder written by diffusers itself (unet/ + scheduler/); returns its UNet2DModel."""
     diffusers = pytest.importorskip("diffusers")
-    unet = randomize_(diffusers.UNet2DModel(**diffusers_config_for(**arch)), seed)
+    unet = randomize_(diffusers.UNet2DModel(**diffusers_config_for(**arch)), seed).eval()
     unet.save_pretrained(path / "unet")
     diffusers.DDPMScheduler(num_train_timesteps=1000, variance_type="fixed_small").save_pretrained(
         path / "scheduler"
@@ -84,7 +73,7 @@ def test_ddpm_sample_on_a_diffusers_folder_samples_that_network(tmp_path):
 
 
 def test_ddpm_sample_on_a_pesser_state_dict(tmp_path):
-    net = randomize_(UNet(**PRESETS["cifar10"].unet), seed=1)
+    net = randomize_(UNet(**PRESETS["cifar10"].unet), seed=1).eval()
     path = tmp_path / "ema_diffusion_cifar10_model" / "model-790000.ckpt"
     path.parent.mkdir()
     torch.save(net.state_dict(), path)

@@ -57,13 +57,13 @@ def _own_line(message: str) -> str:
     return message.strip().splitlines()[0]
 
 
-def undecodable(name: str, exc: BaseException) -> BadImageError:
-    """The error for an image ``name`` (an LMDB key, a file) whose decoding raised ``exc``."""
+SKIP_FIX = "remove it, or replace it by the next good image with data.skip_bad_images=true"
+
+
+def undecodable(name: str, exc: BaseException, fix: str = SKIP_FIX) -> BadImageError:
+    """The error for an image ``name`` (an LMDB key, a file) whose decoding raised ``exc``, and ``fix``."""
     reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-    error = BadImageError(
-        f"{name} cannot be decoded ({reason}): remove it, or replace it by the next good image with "
-        "data.skip_bad_images=true (prepare_lsun: --skip-bad-images)"
-    )
+    error = BadImageError(f"{name} cannot be decoded ({reason}): {fix}")
     error.detail = f"{name} cannot be decoded ({reason})"
     return error
 

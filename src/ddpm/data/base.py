@@ -47,7 +47,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
 
-from ddpm.data.loaders import ResumableDataLoader, ResumableDistributedSampler
+from ddpm.data.loaders import (
+    ResumableDataLoader,
+    ResumableDistributedSampler,
+    auto_num_workers,
+    auto_pin_memory,
+)
 from ddpm.data.transforms import random_flip_batch
 from ddpm.diffusion.denoiser import LABELS_KEY, Batch, split_batch, with_images
 from ddpm.errors import ConfigError
@@ -93,8 +98,9 @@ class DiffusionDataModule(L.LightningDataModule):
 
     Args:
         batch_size: per-rank training batch size (``ddpm-train`` sets it from ``global_batch_size``).
-        num_workers: DataLoader worker processes.
-        pin_memory: pin host memory (for GPU training).
+        num_workers: DataLoader worker processes; None: chosen from the machine's usable cores and the
+            trainer's devices (:func:`~ddpm.data.loaders.auto_num_workers`).
+        pin_memory: pin host memory (for GPU training); None: when the trainer's device is CUDA.
         persistent_workers: keep the workers alive between epochs (needs ``num_workers > 0``).
         random_flip: random horizontal flips of training batches (on the device, see the module doc).
         seed: seed of the data order and of the flips.
@@ -115,8 +121,8 @@ class DiffusionDataModule(L.LightningDataModule):
         self,
         *,
         batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: int | None = 0,
+        pin_memory: bool | None = None,
         persistent_workers: bool = False,
         random_flip: bool = True,
         seed: int = 0,
@@ -128,8 +134,8 @@ class DiffusionDataModule(L.LightningDataModule):
         self._val_batch_size = (
             None if val_batch_size is None else at_least("val_batch_size", val_batch_size, 1)
         )
-        self.num_workers = at_least("num_workers", num_workers, 0)
-        self.pin_memory = bool(pin_memory)
+        self.num_workers = None if num_workers is None else at_least("num_workers", num_workers, 0)
+        self.pin_memory = None if pin_memory is None else bool(pin_memory)
         self.persistent_workers = bool(persistent_workers)
         self.random_flip = bool(random_flip)
         self.seed = int(seed)
@@ -172,8 +178,16 @@ class DiffusionDataModule(L.LightningDataModule):
         return int(trainer.world_size), int(trainer.global_rank)
 
     def _loader_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"num_workers": self.num_workers, "pin_memory": self.pin_memory}
-        if self.num_workers > 0:
+        """Workers and pinning as configured, or (None) as fit the machine and the trainer's device."""
+        strategy = getattr(self.trainer, "strategy", None)  # None: no trainer attached yet
+        workers = self.num_workers
+        if workers is None:
+            workers = auto_num_workers(getattr(self.trainer, "num_devices", 1))
+        pin = self.pin_memory
+        if pin is None:
+            pin = auto_pin_memory(getattr(strategy, "root_device", None))
+        kwargs: dict[str, Any] = {"num_workers": workers, "pin_memory": pin}
+        if workers > 0:
             kwargs["persistent_workers"] = self.persistent_workers
         return kwargs
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -27,6 +28,11 @@ def find_images(root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) 
     Raises :class:`~ddpm.errors.DatasetNotFoundError` if ``root`` is missing or holds no image.
     """
     root = Path(root)
+    if root.is_file():
+        raise DatasetNotFoundError(
+            f"data.path {root} is a file, not a folder: set data.path to the folder that holds your images "
+            f"(e.g. data.path={root.parent})"
+        )
     if not root.is_dir():
         raise DatasetNotFoundError(
             f"image folder {root} does not exist: set data.path to a directory of images "
@@ -43,6 +49,42 @@ def find_images(root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) 
             f"{', '.join(sorted(suffixes))}): put your images there or fix data.path"
         )
     return files
+
+
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+GRAY_MODES = ("1", "L", "LA", "La", "I", "F")
+SURVEY_SIZE = 1000  # image headers read to say what is done to the images (all of them up to this)
+
+
+def _header(path: Path) -> tuple[str, tuple[int, int], bool] | None:
+    """(mode, (width, height), has alpha) from the file's header alone; None if PIL cannot open it."""
+    try:
+        with Image.open(path) as image:
+            alpha = image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info)
+            return image.mode, image.size, alpha
+    except Exception:  # the loader meets it again and names it (ddpm.data.bad_images)
+        return None
+
+
+def survey_images(files: Sequence[Path], image_size: int, channels: int) -> str:
+    """One line saying what loading does to the images: alpha dropped, converted to RGB or grayscale,
+    centre-cropped, resized. Reads the headers of all files, or of :data:`SURVEY_SIZE` spread over them."""
+    step = max(1, -(-len(files) // SURVEY_SIZE))
+    headers = [_header(f) for f in files[::step]]
+    good = [h for h in headers if h is not None]
+    done = {
+        "with alpha (dropped)": sum(alpha for _, _, alpha in good),
+        "grayscale (copied to RGB)" if channels == 3 else "in colour (converted to grayscale)": sum(
+            (mode.split(";")[0] in GRAY_MODES) == (channels == 3) for mode, _, _ in good
+        ),
+        "not square (centre-cropped)": sum(w != h for _, (w, h), _ in good),
+        f"not {image_size}x{image_size} (resized)": sum(min(size) != image_size for _, size, _ in good),
+        "unreadable (named when loaded)": len(headers) - len(good),
+    }
+    counted = f"{len(files)} images" if step == 1 else f"{len(headers)} of {len(files)} images surveyed"
+    said = ", ".join(f"{n} {what}" for what, n in done.items() if n)
+    shape = f"{channels}x{image_size}x{image_size}"
+    return f"{counted} loaded as {shape}: {said}" if said else f"{counted}, all {shape} already"
 
 
 def class_of_files(root: str | Path, files: Sequence[Path]) -> tuple[list[str], list[int]]:
@@ -163,6 +205,9 @@ class ImageFolderDataModule(DiffusionDataModule):
         if self.train_set is not None and self.val_set is not None:
             return
         files = find_images(self.path)
+        rank_zero_info(
+            f"image folder {self.path}: {survey_images(files, self.image_size, self.image_shape[0])}"
+        )
         labels = class_of_files(self.path, files)[1] if self.class_labels else None
         train_idx, val_idx = split_indices(
             len(files), num_val_items(len(files), self.val_fraction), self.split_seed

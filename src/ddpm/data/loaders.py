@@ -29,9 +29,27 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import torch
+from lightning.fabric.utilities.data import suggested_max_num_workers
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ddpm.data.bad_images import report_bad_images
+
+MAX_AUTO_WORKERS = 8  # enough to keep one GPU fed with decoded images; more only costs memory
+
+
+def auto_num_workers(local_devices: int = 1) -> int:
+    """Loader workers per process for ``data.num_workers=null``: Lightning's own suggestion for the usable
+    cores (the affinity mask, e.g. a SLURM allocation) shared by ``local_devices`` processes, one core
+    left to each, so Lightning's "does not have many workers" and PyTorch's "more workers than cores"
+    warnings both stay quiet; at most :data:`MAX_AUTO_WORKERS`."""
+    return min(MAX_AUTO_WORKERS, suggested_max_num_workers(max(1, int(local_devices))))
+
+
+def auto_pin_memory(device: torch.device | None) -> bool:
+    """``data.pin_memory=null``: pin host memory only for batches bound for a CUDA device (pinning for a
+    CPU run only costs, and PyTorch warns when no accelerator is there)."""
+    return device is not None and device.type == "cuda"
 
 
 class ResumableDistributedSampler(DistributedSampler):

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ddpm.data.bad_images import BadImagePolicy, report_bad_images, undecodable
+from ddpm.data.bad_images import SKIP_FIX, BadImagePolicy, report_bad_images, undecodable
 from ddpm.data.base import DiffusionDataModule, at_least
 from ddpm.data.lsun_shards import MANIFEST, ShardImageDataset, read_manifest
 from ddpm.data.splits import split_indices
@@ -92,7 +92,7 @@ def decode_create_lsun(data: bytes, size: int, name: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as image:
             pixels = create_lsun_pixels(image, size)
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... on bad bytes
-        raise undecodable(name, exc) from None
+        raise undecodable(name, exc, f"{SKIP_FIX} (prepare_lsun: --skip-bad-images)") from None
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 

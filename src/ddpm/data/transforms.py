@@ -57,11 +57,23 @@ def create_lsun_pixels(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(square.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
+def to_8bit(image: Image.Image) -> Image.Image:
+    """An image PIL can convert to "RGB"/"L" without loss or warnings: a palette with transparency
+    goes through RGBA (alpha dropped after), 16-bit grayscale is scaled to 8 bits (PIL would clip it)."""
+    if image.mode == "P" and "transparency" in image.info:
+        return image.convert("RGBA")
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        wide = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.round(wide / 257.0).clip(0, 255).astype(np.uint8), "L")
+    return image
+
+
 def pil_to_model(image: Image.Image, size: int, channels: int = 3) -> Tensor:
-    """A PIL image -> center crop + resize -> float32 [C, size, size] in [-1, 1]."""
+    """A PIL image -> 8-bit RGB (alpha dropped) or grayscale -> center crop + resize -> float32
+    [C, size, size] in [-1, 1]."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    image = image.convert("L" if channels == 1 else "RGB")
+    image = to_8bit(image).convert("L" if channels == 1 else "RGB")
     image = center_crop_resize(image, size)
     array = np.asarray(image, dtype=np.uint8)
     if array.ndim == 2:

@@ -8,6 +8,10 @@ points, the tests' compose helpers) imports it first:
   ``out_channels: ${ddpm_out_channels:${.in_channels},${oc.select:diffusion.var_type,fixed_large}}``
   (fixed_large, the paper's CIFAR-10 choice, when a model config is loaded alone). Checkpoints store
   the resolved number.
+- ``ddpm_in_channels``: a network's input channels from the data config's ``grayscale`` key (image
+  folders: 1 when true, 3 when false), the model config's own default when the data has no such key
+  (``in_channels: ${ddpm_in_channels:${oc.select:data.grayscale,null},3}``); with ``resolution:
+  ${oc.select:data.image_size,32}`` a model config follows the data as ``out_channels`` follows the variance.
 - ``ddpm_run_id``: the name of a run directory: ``slurm-<job id>`` inside a SLURM job (the same for every
   rank of the job and for every requeue of it, so a requeued job finds its checkpoints), else the given
   default (a timestamp).
@@ -35,6 +39,14 @@ from ddpm.utils.slurm import slurm_job_id
 def out_channels_for(in_channels: int, var_type: str) -> int:
     """Output channels of a network for ``var_type`` (the ``ddpm_out_channels`` resolver)."""
     return int(in_channels) * output_channels_factor(var_type)
+
+
+def in_channels_for(grayscale: bool | None, default: int) -> int:
+    """Input channels of a network for the data's ``grayscale`` key (the ``ddpm_in_channels`` resolver):
+    1 or 3, or ``default`` when the data config has no such key (None)."""
+    if grayscale is None:
+        return int(default)
+    return 1 if grayscale else 3
 
 
 def slurm_run_id(default: str) -> str:
@@ -94,6 +106,7 @@ def wandb_name(task_name: str) -> str:
 
 
 OmegaConf.register_new_resolver("ddpm_out_channels", out_channels_for, replace=True)
+OmegaConf.register_new_resolver("ddpm_in_channels", in_channels_for, replace=True)
 OmegaConf.register_new_resolver("ddpm_run_id", slurm_run_id, replace=True)
 OmegaConf.register_new_resolver("ddpm_wandb_group", wandb_group, replace=True)
 OmegaConf.register_new_resolver("ddpm_wandb_name", wandb_name, replace=True)

@@ -32,15 +32,18 @@ def model_settings(name: str) -> dict[str, Any]:
     """The plain settings of the shipped ``configs/model/<name>.yaml`` (lists as tuples).
 
     :param name: the model config's name, e.g. ``unet_cifar10``.
-    :return: its keys with a plain value; those with an interpolation (``out_channels``) are left out.
+    :return: its keys with a plain value, and those that follow the data config (``resolution``,
+        ``in_channels``) with their value without one (the released model's); other interpolations
+        (``out_channels``) are left out.
     """
     path = config_dir() / MODEL_GROUP / f"{name}.yaml"
     node = OmegaConf.load(path)
     if not isinstance(node, DictConfig):
         raise ConfigError(f"{path} must be a mapping of U-Net settings")
+    raw = OmegaConf.to_container(node, resolve=False)
     settings = {}
     for key in node:
-        if OmegaConf.is_interpolation(node, str(key)):
+        if OmegaConf.is_interpolation(node, str(key)) and "data." not in str(raw[key]):
             continue
         value = node[key]
         settings[str(key)] = tuple(value) if isinstance(value, ListConfig) else value

@@ -1,6 +1,7 @@
 """A checkpoint made of tensors and plain containers cannot choose what code runs: its stored config
 names callables (``_target_``) that ddpm.io.stored_config refuses, in one ``error:`` line and before
-any call, from every entry point as a user runs it (the other gadget shapes: tests/io/test_stored_config.py).
+any call, from every entry point as a user runs it (its console script's ``main``, in this process: see
+cli/test_entry_points.py) (the other gadget shapes: tests/io/test_stored_config.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from tests.evaluation.helpers import write_lightning_checkpoint
-from tests.helpers import TINY, run_cli
+from tests.helpers import TINY, run_main
 
 
 class _TouchesMarker:
@@ -48,20 +49,21 @@ def _command(entry_point: str, ckpt: Path, tmp_path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("entry_point", ["ddpm-sample", "ddpm-eval", "ddpm-export", "ddpm-train"])
-def test_a_module_config_that_would_unpickle_code_is_refused(tmp_path, entry_point):
+def test_a_module_config_that_would_unpickle_code_is_refused(tmp_path, entry_point, monkeypatch, capsys):
     marker, payload, ckpt = tmp_path / "marker", tmp_path / "payload.pkl", tmp_path / "received.ckpt"
     payload.write_bytes(pickle.dumps(_TouchesMarker(marker)))
     gadget = {"_target_": "numpy.load", "file": str(payload), "allow_pickle": True}
     checkpoint = {"state_dict": {}, "ddpm_config": {"module": gadget}, "global_step": 0}
     torch.save(checkpoint, ckpt)
     line = _assert_refused(
-        run_cli(_command(entry_point, ckpt, tmp_path), cwd=tmp_path), "module._target_ = numpy.load"
+        run_main(_command(entry_point, ckpt, tmp_path), tmp_path, monkeypatch, capsys),
+        "module._target_ = numpy.load",
     )
     assert str(ckpt) in line
     assert not marker.exists()
 
 
-def test_ddpm_eval_refuses_a_stored_data_config_that_copies_files(tmp_path):
+def test_ddpm_eval_refuses_a_stored_data_config_that_copies_files(tmp_path, monkeypatch, capsys):
     secret, copied, ckpt = tmp_path / "secret", tmp_path / "copied", tmp_path / "received.ckpt"
     secret.write_text("private")
     write_lightning_checkpoint(ckpt, tmp_path)  # a real tiny module: it builds, then the data is read
@@ -69,6 +71,7 @@ def test_ddpm_eval_refuses_a_stored_data_config_that_copies_files(tmp_path):
     checkpoint["ddpm_config"]["data"] = {"_target_": "shutil.copy", "src": str(secret), "dst": str(copied)}
     torch.save(checkpoint, ckpt)
     _assert_refused(
-        run_cli(_command("ddpm-eval", ckpt, tmp_path), cwd=tmp_path), "data._target_ = shutil.copy"
+        run_main(_command("ddpm-eval", ckpt, tmp_path), tmp_path, monkeypatch, capsys),
+        "data._target_ = shutil.copy",
     )
     assert not copied.exists()

@@ -1,10 +1,8 @@
 """The docs' tables of published numbers show the one table in ``ddpm.evaluation.paper_numbers``."""
 
-from pathlib import Path
-
 from ddpm.evaluation.paper_numbers import PAPER, TABLE2
+from tests.helpers import REPO_ROOT as ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PAGES = (ROOT / "README.md").read_text() + (ROOT / "docs" / "samplers.md").read_text()
 
 

@@ -1,11 +1,15 @@
 """The entry points share one error contract: the same bad input gives one ``error:`` line on
-stderr, no traceback and exit code 2 from ddpm-train, ddpm-eval, ddpm-sample and ddpm-export alike."""
+stderr, no traceback and exit code 2 from ddpm-train, ddpm-eval, ddpm-sample and ddpm-export alike.
+
+Each runs its console script's ``main`` in this process (tests.helpers.run_main); the same contract
+through a real subprocess: cli/test_command_line_errors.py (ddpm-train), evaluation/test_eval_app.py
+(ddpm-eval), sampling/test_checkpoint_and_cli.py (ddpm-sample), weights/test_export.py (ddpm-export)."""
 
 import pytest
 import torch
 
 from tests.evaluation.helpers import write_lightning_checkpoint
-from tests.helpers import TINY, run_cli
+from tests.helpers import TINY, run_main
 
 
 class _RunsCode:
@@ -29,7 +33,7 @@ def _assert_one_error_line(result, *needles: str) -> str:
 def _command(name: str, ckpt, tmp_path) -> list[str]:
     out = f"hydra.run.dir={tmp_path / name}"
     if name == "ddpm-train":
-        return [name, *TINY, "trainer.max_steps=1", f"ckpt_path={ckpt}", f"paths.root_dir={tmp_path}", out]
+        return [name, *TINY, "trainer.max_steps=1", f"ckpt_path={ckpt}", out]
     if name == "ddpm-eval":
         nll_only = ["metrics.fid=false", "metrics.inception_score=false", "metrics.nll.enabled=true"]
         return [name, f"ckpt_path={ckpt}", *nll_only, "data=digits", out]
@@ -39,14 +43,18 @@ def _command(name: str, ckpt, tmp_path) -> list[str]:
 
 
 @pytest.mark.parametrize("entry_point", ["ddpm-train", "ddpm-eval", "ddpm-sample", "ddpm-export"])
-def test_a_checkpoint_carrying_pickled_objects_is_refused_in_one_line(tmp_path, entry_point):
+def test_a_checkpoint_carrying_pickled_objects_is_refused_in_one_line(
+    tmp_path, entry_point, monkeypatch, capsys
+):
     bad = tmp_path / "received.ckpt"
     torch.save({"state_dict": {}, "ddpm_config": {"module": {}}, "extra": _RunsCode()}, bad)
-    _assert_one_error_line(run_cli(_command(entry_point, bad, tmp_path), cwd=tmp_path), "pickled", str(bad))
+    _assert_one_error_line(
+        run_main(_command(entry_point, bad, tmp_path), tmp_path, monkeypatch, capsys), "pickled", str(bad)
+    )
 
 
 @pytest.mark.parametrize("entry_point", ["ddpm-train", "ddpm-eval", "ddpm-sample"])
-def test_a_bad_config_value_is_one_line_from_every_entry_point(tmp_path, entry_point):
+def test_a_bad_config_value_is_one_line_from_every_entry_point(tmp_path, entry_point, monkeypatch, capsys):
     ckpt = tmp_path / "good.ckpt"
     write_lightning_checkpoint(ckpt, tmp_path)
     if entry_point == "ddpm-train":
@@ -60,4 +68,4 @@ def test_a_bad_config_value_is_one_line_from_every_entry_point(tmp_path, entry_p
             "data.batch_size=0",
             "metrics.nll.enabled=true",
         ]
-    _assert_one_error_line(run_cli(command, cwd=tmp_path), "batch_size")
+    _assert_one_error_line(run_main(command, tmp_path, monkeypatch, capsys), "batch_size")

@@ -1,9 +1,8 @@
-"""The in-training FID / IS and NLL callbacks on one CPU process (DDP: see test_distributed.py)."""
+"""The in-training FID / IS and NLL callbacks on one process (under DDP: evaluation/test_distributed.py)."""
 
 import functools
 import json
 
-import lightning as L
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
@@ -13,14 +12,14 @@ from ddpm.callbacks.evaluation import FIDCallback
 from ddpm.callbacks.nll import NLLCallback
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.lightning import DDPMLitModule
+from tests.evaluation.helpers import FakeDataModule
+from tests.helpers import quiet_trainer, tiny_unet
 from tests.metrics.helpers import StubExtractor
-
-from .helpers import FakeDataModule, tiny_unet
 
 
 @pytest.fixture
 def stub_inception(monkeypatch):
-    """The callbacks' Inception replaced by a cheap stand-in (the real one runs in test_distributed.py)."""
+    """The callbacks' Inception replaced by a cheap stand-in (the real one in evaluation/test_distributed)."""
     extractor = StubExtractor()
     monkeypatch.setattr(evaluation_callbacks, "load_inception", lambda *args, **kwargs: extractor)
     # the start-up check of the weights file (the stand-in needs none)
@@ -35,15 +34,11 @@ def _fit(tmp_path, callbacks, max_steps=2):
         optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
         warmup_steps=0,
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         devices=1,
         max_steps=max_steps,
         limit_val_batches=0,
         logger=CSVLogger(tmp_path, name="csv", version=""),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=callbacks,
     )
     trainer.fit(module, datamodule=FakeDataModule(n_train=16, n_test=6))
@@ -127,8 +122,7 @@ def test_fid_callback_on_a_class_conditional_model_samples_labels_i_mod_k(tmp_pa
     from ddpm.diffusion.denoiser import LABELS_KEY
     from ddpm.evaluation.generation import generate
     from ddpm.sampling import DDIMSampler
-    from tests.helpers import TINY, compose_train
-    from tests.models.test_unet import randomize_
+    from tests.helpers import TINY, compose_train, randomize_
 
     extractor = RecordingExtractor()
     monkeypatch.setattr(evaluation_callbacks, "load_inception", lambda *args, **kwargs: extractor)

@@ -8,28 +8,14 @@ from torch import Tensor, nn
 
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.diffusion.losses import HybridLoss, SimpleLoss, VLBLoss
-from ddpm.models import UNet
-
-
-def tiny_unet(out_channels: int) -> UNet:
-    torch.manual_seed(0)
-    return UNet(
-        1,
-        out_channels,
-        ch=32,
-        ch_mult=[1, 2],
-        num_res_blocks=1,
-        attn_resolutions=[],
-        dropout=0.0,
-        resolution=8,
-    )
+from tests.helpers import tiny_unet
 
 
 @pytest.mark.parametrize("var_type", ["learned_range", "learned"])
 def test_learned_variance_network_outputs_twice_the_channels(var_type):
     d = GaussianDiffusion(num_timesteps=100, var_type=var_type)
     assert d.output_channels_factor == 2
-    net = tiny_unet(2 * 1)
+    net = tiny_unet(1, out_channels=2 * 1, attn_resolutions=(), scale=None)
     x = torch.randn(3, 1, 8, 8)
     t = torch.tensor([0, 50, 99])
     out = net(x, t)
