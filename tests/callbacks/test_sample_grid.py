@@ -17,7 +17,7 @@ from ddpm.diffusion import GaussianDiffusion
 from ddpm.errors import ConfigError
 from ddpm.sampling import DDIMSampler
 from ddpm.testing.oracle import ClassConditionalOracle
-from tests.helpers import compose_train
+from tests.helpers import compose_train, run_main
 
 
 def _digit_oracle(permute: bool = False) -> ClassConditionalOracle:
@@ -98,3 +98,12 @@ def test_tensorboard_gets_the_png_picture_with_row_labels(tmp_path):
     assert (tag, step, options) == ("samples_none", 5, {"dataformats": "HWC"})
     np.testing.assert_array_equal(pixels, png)  # enlarged as the PNG (16x16 digits: 4 times), labelled
     assert png.shape[0] == (10 * (16 + 2) + 2) * 4 and png.shape[1] > (2 * (16 + 2) + 2) * 4
+
+
+def test_guided_grids_of_a_never_trained_null_class_are_refused(tmp_path, monkeypatch, capsys):
+    args = ["ddpm-train", "experiment=quickstart_conditional", "model.class_dropout=0", "trainer.max_steps=2"]
+    result = run_main(args, tmp_path, monkeypatch, capsys)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+    assert "guidance_scales [1.0, 3.0]" in errors[0] and "model.class_dropout=0.1" in errors[0]
+    assert not list(tmp_path.rglob("*.ckpt"))

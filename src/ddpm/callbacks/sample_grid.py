@@ -81,6 +81,15 @@ class SampleGridCallback(PeriodicEMACallback):
         self.last_metrics: dict[str, float] = {}
         self.accuracy: dict[str, float] = {}
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Refuse guided grids of a network whose null class is never trained (``class_dropout=0``)."""
+        guided = [scale for scale in self.guidance_scales if scale]
+        if guided and self.num_classes > 0 and getattr(pl_module.net, "class_dropout", None) == 0:
+            raise ConfigError(
+                f"the sample grid's guidance_scales {guided} use the null class, which model.class_dropout=0 "
+                "never trains: set model.class_dropout=0.1, or guidance_scales=[null]"
+            )
+
     def labels(self) -> Tensor | None:
         """Row-major labels of a class grid (``per_class`` images of class 0, then of class 1, ...);
         None for an unconditional grid."""
