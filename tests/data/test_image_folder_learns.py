@@ -32,7 +32,7 @@ def held_out_l_simple(checkpoint, folder, repeats: int = 16) -> float:
     return float(losses.mean())
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_a_300_step_run_on_a_folder_of_mixed_images_learns(tmp_path):
     """Measured on 2 shared CPU cores: 252 s (300 steps at ~1.3 step/s, then the 50-step grid); the logged
     min-SNR-weighted val/loss_ema goes 0.30, 0.049, 0.016 at steps 100, 200, 300."""

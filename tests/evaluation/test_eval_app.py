@@ -271,6 +271,8 @@ def test_seed_spread_over_three_draws_resumes_to_the_identical_report(
     assert len({d["fingerprint"] for d in draws}) == 3
     names = {"fid_3_ancestral10_train", "is_3_ancestral10_1split"}  # T=10: not the paper's 1000 steps
     names |= {"kid_3_ancestral10_train", "kid_3_ancestral10_train_std"}
+    # a model of the digits also gets its digits score (metrics.digits_score=auto)
+    names |= {f"digits_{kind}_3_ancestral10" for kind in ("score", "frechet", "confidence")}
     assert set(full["metrics"]) == set(full["metrics_std"]) == names
     for name in names:
         values = [d["metrics"][name] for d in draws]

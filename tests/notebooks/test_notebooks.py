@@ -64,7 +64,7 @@ def test_paper_figures_notebook_draws_every_figure(tmp_path):
     assert len(shown) == len(FIGURES) and all("image/png" in data for data in shown)  # images, not text
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_paper_figures_notebook_default_run(tmp_path):
     """The full notebook: trains the tiny model (a few minutes on 2 cores) and draws the figures."""
     out = tmp_path / "figures"
