@@ -73,9 +73,10 @@ def run_dirs(checkout: Path, task: str = "train") -> dict[str, Path]:
 
 
 def sweep_dir(checkout: Path, task: str = "train") -> Path | None:
-    """The one multirun directory of ``task`` in ``checkout`` (None before the sweep made it)."""
+    """The one multirun directory of ``task`` in ``checkout`` (None before the sweep made it); ``latest``
+    is the link to it."""
     multiruns = checkout / "logs" / task / "multiruns"
-    found = list(multiruns.iterdir()) if multiruns.is_dir() else []
+    found = [p for p in multiruns.iterdir() if p.name != "latest"] if multiruns.is_dir() else []
     return found[0] if len(found) == 1 else None
 
 

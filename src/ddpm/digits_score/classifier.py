@@ -66,13 +66,22 @@ def digit_splits() -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 
 def train_classifier(images: Tensor, labels: Tensor, epochs: int = TRAIN_EPOCHS) -> DigitsClassifier:
-    """Adam on cross-entropy with one-pixel shifts, from seed ``TRAIN_SEED``: the same net every call."""
+    """Adam on cross-entropy with one-pixel shifts, from seed ``TRAIN_SEED``, on one thread: the same net
+    every call, whatever the machine's thread count."""
     generator = torch.Generator().manual_seed(TRAIN_SEED)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TRAIN_SEED)
         net = DigitsClassifier()
-    with torch.enable_grad():  # also when first used inside a no_grad scoring call
-        _fit(net, images, labels, epochs, generator)
+    threads = torch.get_num_threads()
+    # one thread: CPU kernels' reductions split by thread count, and the rounding they change grows over
+    # training into a different net (scores 4 % apart with 1 and 2 threads), so a job and its srun tasks
+    # (or two machines) would score the same samples differently
+    torch.set_num_threads(1)
+    try:
+        with torch.enable_grad():  # also when first used inside a no_grad scoring call
+            _fit(net, images, labels, epochs, generator)
+    finally:
+        torch.set_num_threads(threads)
     return net.eval().requires_grad_(False)
 
 
